@@ -1,0 +1,267 @@
+//! A segment as readers see it, its sparse position index, and a cursor that walks its records
+//! with positional reads.
+//!
+//! The writer publishes a segment's readable extent (`end_pos`, `end_offset`) only once its bytes
+//! are acknowledged, so readers never see a record that could still be rolled back.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
+
+use crate::error::StoreError;
+use crate::format::{
+    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, INDEX_MAGIC, IndexEntry, RECORD_HEADER_LEN, RecordHeader,
+    SEGMENT_HEADER_LEN,
+};
+use crate::fs::{Fs, StoreFile, read_full_at};
+
+/// Smallest read issued by a cursor.
+const READ_CHUNK: usize = 256 << 10;
+
+#[derive(Debug)]
+pub(crate) struct SegmentView {
+    pub base: u64,
+    pub path: PathBuf,
+    pub idx_path: PathBuf,
+    /// Bytes between sparse index entries, used when the index must be rebuilt.
+    index_interval: u64,
+    file: OnceLock<Arc<dyn StoreFile>>,
+    /// Offset after the last readable record.
+    pub end_offset: AtomicU64,
+    /// File length covered by readable records.
+    pub end_pos: AtomicU64,
+    pub first_ts_ms: AtomicI64,
+    pub last_ts_ms: AtomicI64,
+    /// Sparse index; `None` until a reader needs it (sealed segments load lazily).
+    index: RwLock<Option<Vec<IndexEntry>>>,
+}
+
+impl SegmentView {
+    pub fn new(base: u64, path: PathBuf, idx_path: PathBuf, index_interval: u64) -> Self {
+        SegmentView {
+            base,
+            path,
+            idx_path,
+            index_interval,
+            file: OnceLock::new(),
+            end_offset: AtomicU64::new(base),
+            end_pos: AtomicU64::new(SEGMENT_HEADER_LEN),
+            first_ts_ms: AtomicI64::new(i64::MAX),
+            last_ts_ms: AtomicI64::new(i64::MIN),
+            index: RwLock::new(None),
+        }
+    }
+
+    pub fn set_file(&self, file: Arc<dyn StoreFile>) {
+        let _ = self.file.set(file);
+    }
+
+    pub fn file(&self, fs: &dyn Fs) -> Result<Arc<dyn StoreFile>, StoreError> {
+        if let Some(f) = self.file.get() {
+            return Ok(f.clone());
+        }
+        let f = fs
+            .open(&self.path, false)
+            .map_err(StoreError::io(format!("opening {}", self.path.display())))?;
+        Ok(self.file.get_or_init(|| f).clone())
+    }
+
+    pub fn end_offset(&self) -> u64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    pub fn end_pos(&self) -> u64 {
+        self.end_pos.load(Ordering::Acquire)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end_offset() == self.base
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.end_pos()
+    }
+
+    /// Installs a fully known index (the writer's, for the active segment, or recovery's).
+    pub fn set_index(&self, entries: Vec<IndexEntry>) {
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Some(entries);
+    }
+
+    /// Appends entries the writer has just made readable.
+    pub fn push_index(&self, entries: &[IndexEntry]) {
+        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = guard.as_mut() {
+            v.extend_from_slice(entries);
+        }
+    }
+
+    /// The position to start scanning from to find `offset`: the last index entry at or before it.
+    pub fn position_for_offset(&self, fs: &dyn Fs, offset: u64) -> Result<(u64, u64), StoreError> {
+        self.with_index(fs, |entries| {
+            let i = entries.partition_point(|e| e.offset <= offset);
+            match i {
+                0 => (SEGMENT_HEADER_LEN, self.base),
+                _ => (entries[i - 1].pos, entries[i - 1].offset),
+            }
+        })
+    }
+
+    /// The position to start scanning from to find the first record at or after `ts_ms`.
+    pub fn position_for_time(&self, fs: &dyn Fs, ts_ms: i64) -> Result<(u64, u64), StoreError> {
+        self.with_index(fs, |entries| {
+            let i = entries.partition_point(|e| e.server_ts_ms < ts_ms);
+            match i {
+                0 => (SEGMENT_HEADER_LEN, self.base),
+                _ => (entries[i - 1].pos, entries[i - 1].offset),
+            }
+        })
+    }
+
+    fn with_index<T>(&self, fs: &dyn Fs, f: impl FnOnce(&[IndexEntry]) -> T) -> Result<T, StoreError> {
+        {
+            let guard = self.index.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(v) = guard.as_ref() {
+                return Ok(f(v));
+            }
+        }
+        let loaded = self.load_index(fs)?;
+        let mut guard = self.index.write().unwrap_or_else(|e| e.into_inner());
+        let v = guard.get_or_insert(loaded);
+        Ok(f(v))
+    }
+
+    /// Reads the `.idx` file of a sealed segment; if it is missing or damaged, rebuilds the
+    /// index in memory by scanning the segment.
+    fn load_index(&self, fs: &dyn Fs) -> Result<Vec<IndexEntry>, StoreError> {
+        let end_pos = self.end_pos();
+        if let Ok(file) = fs.open(&self.idx_path, false) {
+            let (entries, complete) = read_index_file(file.as_ref(), end_pos)?;
+            if complete {
+                return Ok(entries);
+            }
+        }
+        tracing::warn!(path = %self.idx_path.display(), "sparse index missing or damaged; rebuilding it from the segment");
+        let file = self.file(fs)?;
+        let mut cursor = Cursor::new(file, self.path.clone(), SEGMENT_HEADER_LEN, end_pos);
+        let mut entries = Vec::new();
+        let mut last_pos: Option<u64> = None;
+        while let Some((pos, h, _)) = cursor.next_header()? {
+            if last_pos.is_none_or(|p| pos - p >= self.index_interval) {
+                entries.push(IndexEntry { offset: h.offset, pos, server_ts_ms: h.server_ts_ms });
+                last_pos = Some(pos);
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Reads and validates a sparse index file. Entries must have good CRCs, strictly increasing
+/// offsets and positions, and positions below `end_pos`; reading stops at the first that does
+/// not (a torn last entry is expected after a crash). `complete` is false if the file's header
+/// is bad.
+pub(crate) fn read_index_file(file: &dyn StoreFile, end_pos: u64) -> Result<(Vec<IndexEntry>, bool), StoreError> {
+    let len = file.len().map_err(StoreError::io("reading a sparse index"))?;
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    let n = read_full_at(file, &mut buf, 0).map_err(StoreError::io("reading a sparse index"))?;
+    buf.truncate(n);
+    if buf.len() < INDEX_HEADER_LEN as usize || buf[0..8] != INDEX_MAGIC {
+        return Ok((Vec::new(), false));
+    }
+    let mut entries: Vec<IndexEntry> = Vec::with_capacity(buf.len() / INDEX_ENTRY_LEN);
+    for chunk in buf[INDEX_HEADER_LEN as usize..].chunks_exact(INDEX_ENTRY_LEN) {
+        let Some(e) = IndexEntry::decode(chunk) else { break };
+        let ordered = entries.last().is_none_or(|p| e.offset > p.offset && e.pos > p.pos);
+        if !ordered || e.pos < SEGMENT_HEADER_LEN || e.pos >= end_pos {
+            break;
+        }
+        entries.push(e);
+    }
+    Ok((entries, true))
+}
+
+/// Walks records of one segment between two positions, reading in large positional chunks and
+/// handing out records as zero-copy slices of those chunks.
+#[derive(Debug)]
+pub(crate) struct Cursor {
+    file: Arc<dyn StoreFile>,
+    path: PathBuf,
+    pos: u64,
+    end: u64,
+    chunk: Bytes,
+    chunk_start: u64,
+    /// Bytes the caller expects to read; sizes the next chunk.
+    pub read_hint: usize,
+}
+
+impl Cursor {
+    pub fn new(file: Arc<dyn StoreFile>, path: PathBuf, pos: u64, end: u64) -> Self {
+        Cursor { file, path, pos, end, chunk: Bytes::new(), chunk_start: pos, read_hint: READ_CHUNK }
+    }
+
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> StoreError {
+        StoreError::Corrupt { path: self.path.clone(), pos: self.pos, what: what.into() }
+    }
+
+    /// Makes sure `[pos, pos + need)` is in the chunk.
+    fn ensure(&mut self, need: usize) -> Result<(), StoreError> {
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        if self.pos >= self.chunk_start && self.pos + need as u64 <= chunk_end {
+            return Ok(());
+        }
+        let want = need.max(self.read_hint).max(READ_CHUNK) as u64;
+        let len = want.min(self.end - self.pos) as usize;
+        let mut buf = vec![0u8; len];
+        let n = read_full_at(self.file.as_ref(), &mut buf, self.pos)
+            .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
+        if n < need {
+            return Err(self.corrupt(format!("file ends {} bytes into a record that needs {need}", n)));
+        }
+        buf.truncate(n);
+        self.chunk = Bytes::from(buf);
+        self.chunk_start = self.pos;
+        Ok(())
+    }
+
+    /// The next record with its position, header and whole bytes (header, key, payload),
+    /// CRC-checked. `None` at the end.
+    pub fn next(&mut self) -> Result<Option<(u64, RecordHeader, Bytes)>, StoreError> {
+        if self.pos >= self.end {
+            return Ok(None);
+        }
+        if self.end - self.pos < RECORD_HEADER_LEN as u64 {
+            return Err(self.corrupt("a record header is cut off"));
+        }
+        self.ensure(RECORD_HEADER_LEN)?;
+        let at = (self.pos - self.chunk_start) as usize;
+        let h = RecordHeader::decode(&self.chunk[at..]).ok_or_else(|| self.corrupt("invalid record header"))?;
+        if self.pos + h.len as u64 > self.end {
+            return Err(self.corrupt("record extends past the readable end"));
+        }
+        self.ensure(h.len as usize)?;
+        let at = (self.pos - self.chunk_start) as usize;
+        let rec = self.chunk.slice(at..at + h.len as usize);
+        if !h.crc_ok(&rec) {
+            return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
+        }
+        let pos = self.pos;
+        self.pos += h.len as u64;
+        Ok(Some((pos, h, rec)))
+    }
+
+    /// Like [`Cursor::next`] but without keeping the record bytes.
+    pub fn next_header(&mut self) -> Result<Option<(u64, RecordHeader, ())>, StoreError> {
+        Ok(self.next()?.map(|(p, h, _)| (p, h, ())))
+    }
+}
+
+/// Splits a record's bytes into key and payload.
+pub(crate) fn split_record(h: &RecordHeader, rec: &Bytes) -> (Bytes, Bytes) {
+    let key_end = RECORD_HEADER_LEN + h.key_len as usize;
+    (rec.slice(RECORD_HEADER_LEN..key_end), rec.slice(key_end..))
+}
