@@ -194,7 +194,6 @@ fn recover_shard(
     drop_time_entries(txn, uid, next_offset, u64::MAX)?;
     let state = if meta.closed_at.is_some() { ShardState::Closed } else { ShardState::Open };
     let shared = Arc::new(ShardShared::new(
-        uid,
         dir,
         views,
         Tail { next_offset, last_server_ts_ms: last_ts_ms, open: None, state },
@@ -282,10 +281,8 @@ fn recover_segment(
     }
 
     let idx = fs.open(&idx_path, true).map_err(StoreError::io(format!("opening {}", idx_path.display())))?;
-    let (mut entries, idx_ok) = read_index_file(idx.as_ref(), len)?;
-    if !idx_ok {
-        entries.clear();
-    }
+    let read = read_index_file(idx.as_ref(), len)?;
+    let (mut entries, idx_ok) = (read.entries, read.header_ok);
     let hwm = row.map_or(SEGMENT_HEADER_LEN, |r| r.end_pos).clamp(SEGMENT_HEADER_LEN, len);
     entries.retain(|e| e.pos <= hwm);
     let (start_pos, start_offset) = entries.last().map_or((SEGMENT_HEADER_LEN, base), |e| (e.pos, e.offset));

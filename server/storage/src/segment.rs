@@ -136,10 +136,12 @@ impl SegmentView {
     /// index in memory by scanning the segment.
     fn load_index(&self, fs: &dyn Fs) -> Result<Vec<IndexEntry>, StoreError> {
         let end_pos = self.end_pos();
+        // A sealed segment's index was fsynced when it was sealed: any entry that does not
+        // check out means damage, and the index is rebuilt rather than trusted in part.
         if let Ok(file) = fs.open(&self.idx_path, false) {
-            let (entries, complete) = read_index_file(file.as_ref(), end_pos)?;
-            if complete {
-                return Ok(entries);
+            let read = read_index_file(file.as_ref(), end_pos)?;
+            if read.header_ok && read.all_valid && (self.is_empty() || !read.entries.is_empty()) {
+                return Ok(read.entries);
             }
         }
         tracing::warn!(path = %self.idx_path.display(), "sparse index missing or damaged; rebuilding it from the segment");
@@ -157,20 +159,29 @@ impl SegmentView {
     }
 }
 
+/// A sparse index file as read back.
+pub(crate) struct IndexRead {
+    /// The valid entries up to the first that is not.
+    pub entries: Vec<IndexEntry>,
+    pub header_ok: bool,
+    /// Every byte after the header was a valid entry.
+    pub all_valid: bool,
+}
+
 /// Reads and validates a sparse index file. Entries must have good CRCs, strictly increasing
 /// offsets and positions, and positions below `end_pos`; reading stops at the first that does
-/// not (a torn last entry is expected after a crash). `complete` is false if the file's header
-/// is bad.
-pub(crate) fn read_index_file(file: &dyn StoreFile, end_pos: u64) -> Result<(Vec<IndexEntry>, bool), StoreError> {
+/// not (a torn last entry is expected after a crash).
+pub(crate) fn read_index_file(file: &dyn StoreFile, end_pos: u64) -> Result<IndexRead, StoreError> {
     let len = file.len().map_err(StoreError::io("reading a sparse index"))?;
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
     let n = read_full_at(file, &mut buf, 0).map_err(StoreError::io("reading a sparse index"))?;
     buf.truncate(n);
     if buf.len() < INDEX_HEADER_LEN as usize || buf[0..8] != INDEX_MAGIC {
-        return Ok((Vec::new(), false));
+        return Ok(IndexRead { entries: Vec::new(), header_ok: false, all_valid: false });
     }
-    let mut entries: Vec<IndexEntry> = Vec::with_capacity(buf.len() / INDEX_ENTRY_LEN);
-    for chunk in buf[INDEX_HEADER_LEN as usize..].chunks_exact(INDEX_ENTRY_LEN) {
+    let body = &buf[INDEX_HEADER_LEN as usize..];
+    let mut entries: Vec<IndexEntry> = Vec::with_capacity(body.len() / INDEX_ENTRY_LEN);
+    for chunk in body.chunks_exact(INDEX_ENTRY_LEN) {
         let Some(e) = IndexEntry::decode(chunk) else { break };
         let ordered = entries.last().is_none_or(|p| e.offset > p.offset && e.pos > p.pos);
         if !ordered || e.pos < SEGMENT_HEADER_LEN || e.pos >= end_pos {
@@ -178,7 +189,8 @@ pub(crate) fn read_index_file(file: &dyn StoreFile, end_pos: u64) -> Result<(Vec
         }
         entries.push(e);
     }
-    Ok((entries, true))
+    let all_valid = body.len() == entries.len() * INDEX_ENTRY_LEN;
+    Ok(IndexRead { entries, header_ok: true, all_valid })
 }
 
 /// Walks records of one segment between two positions, reading in large positional chunks and

@@ -8,7 +8,6 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::segment::SegmentView;
-use crate::seqno::ShardUid;
 
 /// Whether a shard still takes appends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +40,7 @@ pub(crate) struct ShardShared {
 }
 
 impl ShardShared {
-    pub fn new(uid: ShardUid, dir: PathBuf, segments: Vec<Arc<SegmentView>>, tail: Tail) -> Self {
-        let _ = uid;
+    pub fn new(dir: PathBuf, segments: Vec<Arc<SegmentView>>, tail: Tail) -> Self {
         ShardShared { dir, segments: RwLock::new(segments), tail: watch::Sender::new(tail) }
     }
 

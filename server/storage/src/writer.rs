@@ -788,7 +788,6 @@ impl Writer {
         let mut map = self.shared.shards_mut();
         for m in shards {
             let shared = Arc::new(ShardShared::new(
-                m.uid,
                 shard_dir(&self.root, m.uid),
                 Vec::new(),
                 Tail { next_offset: 0, last_server_ts_ms: i64::MIN, open: None, state: ShardState::Open },

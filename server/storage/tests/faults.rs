@@ -1,0 +1,184 @@
+//! Crash tests with the fault-injecting file backend: torn writes, ENOSPC and failed fsyncs
+//! fail exactly the appends they hit, leave nothing half-written behind, and the store keeps
+//! working (or, after an fsync it cannot repair, refuses appends to that shard until reopened).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use timeshard_storage::clock::ManualClock;
+use timeshard_storage::fs::{Fault, FaultyFs, Fs};
+use timeshard_storage::{NewRecord, Position, ReadLimits, ShardUid, Store, StoreError};
+
+fn rec(i: u64) -> NewRecord {
+    NewRecord { key: Bytes::from(format!("k{i}")), payload: payload(i, 100 + (i as usize % 700)), ..Default::default() }
+}
+
+async fn all(store: &Store, shard: ShardUid) -> Vec<(u64, Bytes)> {
+    let b = store.read(shard, Position::Oldest, ReadLimits { max_records: usize::MAX, max_bytes: usize::MAX }).await.unwrap();
+    b.records.into_iter().map(|r| (r.offset, r.payload)).collect()
+}
+
+fn expected(seeds: &[u64]) -> Vec<(u64, Bytes)> {
+    seeds.iter().enumerate().map(|(o, s)| (o as u64, rec(*s).payload)).collect()
+}
+
+fn setup() -> (tempfile::TempDir, Arc<ManualClock>, Arc<FaultyFs>) {
+    (tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(1_000)), Arc::new(FaultyFs::new()))
+}
+
+fn opts(clock: &Arc<ManualClock>, fs: &Arc<FaultyFs>) -> timeshard_storage::options::StoreOptions {
+    small_segments(clock, Some(fs.clone() as Arc<dyn Fs>))
+}
+
+#[tokio::test]
+async fn torn_write_and_enospc_fail_only_their_append() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let info = create(&store, "s", 2).await;
+    let (a, b) = (info.shards[0].uid, info.shards[1].uid);
+    let mut acked_a = Vec::new();
+    for i in 0..5 {
+        store.append(a, vec![rec(i)]).await.unwrap();
+        acked_a.push(i);
+    }
+    fs.inject(&format!("{:020}", a.0), Fault::TornWrite { keep_bytes: 57 });
+    let err = store.append(a, vec![rec(100), rec(101)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    // The other shard is untouched by the fault.
+    store.append(b, vec![rec(7)]).await.unwrap();
+    // The torn bytes were removed: the next append lands right after the last good record.
+    let next = store.append(a, vec![rec(5)]).await.unwrap();
+    assert_eq!(next.first_offset, 5);
+    acked_a.push(5);
+
+    fs.inject(&format!("{:020}", a.0), Fault::NoSpace);
+    let err = store.append(a, vec![rec(200)]).await.unwrap_err();
+    match &err {
+        StoreError::Io { source, .. } => assert_eq!(source.kind(), std::io::ErrorKind::StorageFull),
+        other => panic!("{other}"),
+    }
+    assert_eq!(store.append(a, vec![rec(6)]).await.unwrap().first_offset, 6);
+    acked_a.push(6);
+    assert_eq!(all(&store, a).await, expected(&acked_a));
+    assert_eq!(all(&store, b).await, vec![(0, rec(7).payload)]);
+    assert!(store.is_healthy());
+
+    store.close();
+    drop(store);
+    let store = open(dir.path(), opts(&clock, &fs));
+    assert_eq!(all(&store, a).await, expected(&acked_a));
+}
+
+#[tokio::test]
+async fn failed_fsync_is_not_acknowledged_and_is_rolled_back() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    store.append(shard, vec![rec(0), rec(1)]).await.unwrap();
+    let mut tail = store.watch(shard).unwrap();
+    tail.borrow_and_update();
+
+    fs.inject(".seg", Fault::FailSync);
+    let err = store.append(shard, vec![rec(50)]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert!(!tail.has_changed().unwrap(), "readers were never shown the unsynced record");
+    assert_eq!(all(&store, shard).await, expected(&[0, 1]));
+    // The retry sync worked, so the shard carries on.
+    assert_eq!(store.append(shard, vec![rec(2)]).await.unwrap().first_offset, 2);
+
+    // Two failures in a row: the shard stops taking appends, reads still work.
+    fs.inject(".seg", Fault::FailSync);
+    fs.inject(".seg", Fault::FailSync);
+    assert!(store.append(shard, vec![rec(60)]).await.is_err());
+    assert!(matches!(store.append(shard, vec![rec(61)]).await, Err(StoreError::Poisoned(_))));
+    assert_eq!(all(&store, shard).await, expected(&[0, 1, 2]));
+
+    // A restart recovers the shard; nothing unacknowledged reads back.
+    store.close();
+    drop(store);
+    let store = open(dir.path(), opts(&clock, &fs));
+    assert_eq!(all(&store, shard).await, expected(&[0, 1, 2]));
+    assert_eq!(store.append(shard, vec![rec(3)]).await.unwrap().first_offset, 3);
+    assert_eq!(all(&store, shard).await, expected(&[0, 1, 2, 3]));
+}
+
+#[tokio::test]
+async fn torn_and_zeroed_tails_are_truncated_on_open() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    let seeds: Vec<u64> = (0..30).collect();
+    for s in &seeds {
+        store.append(shard, vec![rec(*s)]).await.unwrap();
+    }
+    store.close();
+    drop(store);
+    let shard_dir = dir.path().join("shards").join(format!("{:020}", shard.0));
+    let mut segs: Vec<_> = std::fs::read_dir(&shard_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
+    segs.sort();
+    let last = segs.last().unwrap().clone();
+
+    for damage in [&[0x55u8; 37][..], &[0u8; 4096][..], &rec(999).payload[..]] {
+        let before = std::fs::metadata(&last).unwrap().len();
+        std::fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(damage).unwrap();
+        let store = open(dir.path(), opts(&clock, &fs));
+        assert_eq!(all(&store, shard).await, expected(&seeds));
+        store.close();
+        drop(store);
+        assert_eq!(std::fs::metadata(&last).unwrap().len(), before, "the damage was cut off");
+    }
+
+    // A record cut in half (a torn write the process did not live to undo).
+    let len = std::fs::metadata(&last).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+    let store = open(dir.path(), opts(&clock, &fs));
+    let got = all(&store, shard).await;
+    assert_eq!(got, expected(&seeds[..seeds.len() - 1]));
+    // The offset of the lost record is reused by the next append.
+    assert_eq!(store.append(shard, vec![rec(1000)]).await.unwrap().first_offset, 29);
+}
+
+#[tokio::test]
+async fn damaged_sparse_index_is_rebuilt() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    let seeds: Vec<u64> = (0..60).collect();
+    for s in &seeds {
+        store.append(shard, vec![rec(*s)]).await.unwrap();
+    }
+    store.close();
+    drop(store);
+    let shard_dir = dir.path().join("shards").join(format!("{:020}", shard.0));
+    for e in std::fs::read_dir(&shard_dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|e| e == "idx") {
+            let mut bytes = std::fs::read(&p).unwrap();
+            for b in bytes.iter_mut().skip(20) {
+                *b ^= 0xA5;
+            }
+            std::fs::write(&p, bytes).unwrap();
+        }
+    }
+    let store = open(dir.path(), opts(&clock, &fs));
+    assert_eq!(all(&store, shard).await, expected(&seeds));
+    assert!(store.shard_stats(shard).unwrap().segments > 2, "the test needs sealed segments");
+    for (o, s) in seeds.iter().enumerate().step_by(7) {
+        let b = store.read(shard, Position::At(o as u64), ReadLimits { max_records: 1, max_bytes: 1 }).await.unwrap();
+        assert_eq!(b.records[0].payload, rec(*s).payload);
+    }
+}
+
+#[tokio::test]
+async fn a_directory_cannot_be_opened_twice() {
+    let (dir, clock, fs) = setup();
+    let _store = open(dir.path(), opts(&clock, &fs));
+    assert!(matches!(Store::open(dir.path(), opts(&clock, &fs)), Err(StoreError::Locked(_))));
+}
