@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::error::StoreError;
 use crate::fs::Fs;
-use crate::segment::{Cursor, SegmentView, split_record};
+use crate::segment::{Cursor, SegmentView};
 use crate::shard::ShardShared;
 
 /// A place in a shard.
@@ -107,7 +107,7 @@ pub(crate) fn read(shard: &ShardShared, fs: &dyn Fs, from: Position, limits: Rea
         let mut cursor = Cursor::new(seg.file(fs)?, seg.path.clone(), pos, seg.end_pos());
         cursor.read_hint = limits.max_bytes.saturating_sub(bytes);
         while records.len() < limits.max_records {
-            let Some((_, h, rec)) = cursor.next()? else { break };
+            let Some((h, key, payload)) = cursor.next_split()? else { break };
             if h.offset < offset {
                 continue;
             }
@@ -115,7 +115,6 @@ pub(crate) fn read(shard: &ShardShared, fs: &dyn Fs, from: Position, limits: Rea
             if !records.is_empty() && bytes + size > limits.max_bytes {
                 break 'segments;
             }
-            let (key, payload) = split_record(&h, &rec);
             records.push(Record {
                 offset: h.offset,
                 server_ts_ms: h.server_ts_ms,

@@ -19,6 +19,9 @@ use crate::fs::{Fs, StoreFile, read_full_at};
 
 /// Smallest read issued by a cursor.
 const READ_CHUNK: usize = 256 << 10;
+/// Largest read issued by a cursor unless one record needs more. Fresh multi-megabyte buffers
+/// come from mmap and page-fault on first touch; buffers of this size are recycled by malloc.
+const MAX_READ_CHUNK: usize = 1 << 20;
 
 #[derive(Debug)]
 pub(crate) struct SegmentView {
@@ -226,7 +229,7 @@ impl Cursor {
         if self.pos >= self.chunk_start && self.pos + need as u64 <= chunk_end {
             return Ok(());
         }
-        let want = need.max(self.read_hint).max(READ_CHUNK) as u64;
+        let want = need.max(self.read_hint.clamp(READ_CHUNK, MAX_READ_CHUNK)) as u64;
         let len = want.min(self.end - self.pos) as usize;
         let mut buf = vec![0u8; len];
         let n = read_full_at(self.file.as_ref(), &mut buf, self.pos)
@@ -243,6 +246,20 @@ impl Cursor {
     /// The next record with its position, header and whole bytes (header, key, payload),
     /// CRC-checked. `None` at the end.
     pub fn next(&mut self) -> Result<Option<(u64, RecordHeader, Bytes)>, StoreError> {
+        Ok(self.advance()?.map(|(pos, h, at)| (pos, h, self.chunk.slice(at..at + h.len as usize))))
+    }
+
+    /// Like [`Cursor::next`], but hands out the key and payload as slices of the read buffer.
+    pub fn next_split(&mut self) -> Result<Option<(RecordHeader, Bytes, Bytes)>, StoreError> {
+        Ok(self.advance()?.map(|(_, h, at)| {
+            let key_end = at + RECORD_HEADER_LEN + h.key_len as usize;
+            (h, self.chunk.slice(at + RECORD_HEADER_LEN..key_end), self.chunk.slice(key_end..at + h.len as usize))
+        }))
+    }
+
+    /// Validates the next record in the chunk; returns its file position, header and index in
+    /// the chunk.
+    fn advance(&mut self) -> Result<Option<(u64, RecordHeader, usize)>, StoreError> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -257,18 +274,17 @@ impl Cursor {
         }
         self.ensure(h.len as usize)?;
         let at = (self.pos - self.chunk_start) as usize;
-        let rec = self.chunk.slice(at..at + h.len as usize);
-        if !h.crc_ok(&rec) {
+        if !h.crc_ok(&self.chunk[at..at + h.len as usize]) {
             return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
         }
         let pos = self.pos;
         self.pos += h.len as u64;
-        Ok(Some((pos, h, rec)))
+        Ok(Some((pos, h, at)))
     }
 
-    /// Like [`Cursor::next`] but without keeping the record bytes.
+    /// Like [`Cursor::next`] but without the record bytes.
     pub fn next_header(&mut self) -> Result<Option<(u64, RecordHeader, ())>, StoreError> {
-        Ok(self.next()?.map(|(p, h, _)| (p, h, ())))
+        Ok(self.advance()?.map(|(p, h, _)| (p, h, ())))
     }
 }
 
