@@ -22,10 +22,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use timeshard_storage::options::{StoreOptions, SyncPolicy};
-use timeshard_storage::{NewRecord, NewShard, NewStream, Position, ReadLimits, Store, StreamKind, StreamStatus, TimeKind};
+use timeshard_storage::{
+    NewRecord, NewShard, NewStream, Position, ReadLimits, Store, StreamKind, StreamStatus, TimeKind,
+};
 
 fn scale() -> f64 {
-    std::env::var("TIMESHARD_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+    std::env::var("TIMESHARD_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
 }
 
 fn scaled(n: usize) -> usize {
@@ -33,9 +38,9 @@ fn scaled(n: usize) -> usize {
 }
 
 fn bench_dir(name: &str) -> PathBuf {
-    let root = std::env::var("TIMESHARD_BENCH_DIR").map(PathBuf::from).unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data")
-    });
+    let root = std::env::var("TIMESHARD_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data"));
     let dir = root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -51,7 +56,12 @@ fn stream(name: &str, kind: StreamKind) -> NewStream {
         tags: BTreeMap::new(),
         attributes: BTreeMap::new(),
         status: StreamStatus::Active,
-        shards: vec![NewShard { hash_start: 0, hash_end: u128::MAX, parent: None, adjacent_parent: None }],
+        shards: vec![NewShard {
+            hash_start: 0,
+            hash_end: u128::MAX,
+            parent: None,
+            adjacent_parent: None,
+        }],
     }
 }
 
@@ -62,7 +72,12 @@ fn mbps(bytes: usize, d: Duration) -> f64 {
 /// Plain sequential writes of `batch` bytes, each followed by fdatasync.
 fn plain_fdatasync(dir: &Path, batch: usize, batches: usize) -> f64 {
     let path = dir.join("plain.bin");
-    let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path).unwrap();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
     let buf = vec![0xA5u8; batch];
     let t = Instant::now();
     for _ in 0..batches {
@@ -77,11 +92,33 @@ fn plain_fdatasync(dir: &Path, batch: usize, batches: usize) -> f64 {
 
 /// Appends of `per_append` records of `record_len` bytes, one append in flight at a time, each
 /// durable before the next starts (the same rhythm as the plain baseline).
-fn store_appends(rt: &tokio::runtime::Runtime, dir: &Path, record_len: usize, per_append: usize, appends: usize) -> (f64, Store) {
-    let store = Store::open(dir, StoreOptions { sync: SyncPolicy::Always, ..StoreOptions::default() }).unwrap();
+fn store_appends(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    record_len: usize,
+    per_append: usize,
+    appends: usize,
+) -> (f64, Store) {
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            sync: SyncPolicy::Always,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
     let payload = Bytes::from(vec![0x5Au8; record_len]);
-    let shard = rt.block_on(store.create_stream(stream("bench", StreamKind::Data))).unwrap().shards[0].uid;
-    let batch: Vec<NewRecord> = (0..per_append).map(|_| NewRecord { payload: payload.clone(), ..Default::default() }).collect();
+    let shard = rt
+        .block_on(store.create_stream(stream("bench", StreamKind::Data)))
+        .unwrap()
+        .shards[0]
+        .uid;
+    let batch: Vec<NewRecord> = (0..per_append)
+        .map(|_| NewRecord {
+            payload: payload.clone(),
+            ..Default::default()
+        })
+        .collect();
     let t = Instant::now();
     rt.block_on(async {
         for _ in 0..appends {
@@ -95,7 +132,11 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a listing
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
     // 1. Durable appends vs plain fdatasync'd writes, interleaved in the same run.
@@ -112,7 +153,10 @@ fn main() {
         rows.push((
             format!("durable append, {label}"),
             format!("{ours:.0} MB/s"),
-            format!("plain write+fdatasync {plain:.0} MB/s; ratio {:.2} (target >= 0.7)", ours / plain),
+            format!(
+                "plain write+fdatasync {plain:.0} MB/s; ratio {:.2} (target >= 0.7)",
+                ours / plain
+            ),
         ));
     }
 
@@ -121,7 +165,10 @@ fn main() {
         let dir = bench_dir("read");
         let (_, store) = store_appends(&rt, &dir, 1024, 500, scaled(2000));
         let shard = store.stream("bench").unwrap().shards[0].uid;
-        let limits = ReadLimits { max_records: 10_000, max_bytes: 10 << 20 };
+        let limits = ReadLimits {
+            max_records: 10_000,
+            max_bytes: 10 << 20,
+        };
         let mut best = 0.0f64;
         for _ in 0..3 {
             let t = Instant::now();
@@ -140,7 +187,10 @@ fn main() {
         rows.push((
             "sequential read, 1 KiB records, page cache".into(),
             format!("{best:.0} MB/s"),
-            format!("{} MB read, best of 3 (target >= 1000 MB/s)", scaled(2000) * 500 / 1000),
+            format!(
+                "{} MB read, best of 3 (target >= 1000 MB/s)",
+                scaled(2000) * 500 / 1000
+            ),
         ));
         store.close();
     }
@@ -150,13 +200,26 @@ fn main() {
         let dir = bench_dir("open");
         let streams = 100;
         let per_stream = scaled(10_000);
-        let opts = StoreOptions { sync: SyncPolicy::Never, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            sync: SyncPolicy::Never,
+            ..StoreOptions::default()
+        };
         let store = Store::open(&dir, opts.clone()).unwrap();
         rt.block_on(async {
             for s in 0..streams {
-                let shard = store.create_stream(stream(&format!("s{s}"), StreamKind::Data)).await.unwrap().shards[0].uid;
-                let batch: Vec<NewRecord> =
-                    (0..500).map(|i| NewRecord { key: Bytes::from(format!("key{i}")), payload: Bytes::from(vec![7u8; 100]), ..Default::default() }).collect();
+                let shard = store
+                    .create_stream(stream(&format!("s{s}"), StreamKind::Data))
+                    .await
+                    .unwrap()
+                    .shards[0]
+                    .uid;
+                let batch: Vec<NewRecord> = (0..500)
+                    .map(|i| NewRecord {
+                        key: Bytes::from(format!("key{i}")),
+                        payload: Bytes::from(vec![7u8; 100]),
+                        ..Default::default()
+                    })
+                    .collect();
                 for _ in 0..per_stream / 500 {
                     store.append(shard, batch.clone()).await.unwrap();
                 }
@@ -173,7 +236,10 @@ fn main() {
         }
         times.sort();
         rows.push((
-            format!("open a store of {} records in {streams} streams", streams * per_stream),
+            format!(
+                "open a store of {} records in {streams} streams",
+                streams * per_stream
+            ),
             format!("{:.1} ms", times[1].as_secs_f64() * 1e3),
             "median of 3 clean opens (target <= 1000 ms)".into(),
         ));
@@ -183,9 +249,16 @@ fn main() {
     {
         let dir = bench_dir("timeindex");
         let total = scaled(1_000_000);
-        let opts = StoreOptions { sync: SyncPolicy::Never, ..StoreOptions::default() };
+        let opts = StoreOptions {
+            sync: SyncPolicy::Never,
+            ..StoreOptions::default()
+        };
         let store = Store::open(&dir, opts.clone()).unwrap();
-        let shard = rt.block_on(store.create_stream(stream("cam", StreamKind::Video))).unwrap().shards[0].uid;
+        let shard = rt
+            .block_on(store.create_stream(stream("cam", StreamKind::Video)))
+            .unwrap()
+            .shards[0]
+            .uid;
         let start_ms = 1_700_000_000_000i64;
         let t = Instant::now();
         rt.block_on(async {
@@ -193,7 +266,12 @@ fn main() {
                 let batch: Vec<NewRecord> = (0..1000)
                     .map(|i| {
                         let n = (chunk * 1000 + i) as i64;
-                        NewRecord { key: Bytes::from_static(b"fragment"), payload: Bytes::from(vec![1u8; 64]), producer_ts_ms: Some(start_ms + n * 1000), flags: 0 }
+                        NewRecord {
+                            key: Bytes::from_static(b"fragment"),
+                            payload: Bytes::from(vec![1u8; 64]),
+                            producer_ts_ms: Some(start_ms + n * 1000),
+                            flags: 0,
+                        }
                     })
                     .collect();
                 store.append(shard, batch).await.unwrap();
@@ -208,7 +286,16 @@ fn main() {
         for q in 0..50i64 {
             let from = start_ms + (q * 7919 % (total as i64 - 3600).max(1)) * 1000;
             let t = Instant::now();
-            let r = store.time_range_blocking(shard, TimeKind::Producer, from, from + 3_599_999, None, 10_000).unwrap();
+            let r = store
+                .time_range_blocking(
+                    shard,
+                    TimeKind::Producer,
+                    from,
+                    from + 3_599_999,
+                    None,
+                    10_000,
+                )
+                .unwrap();
             times.push(t.elapsed());
             returned = r.len();
         }
@@ -216,7 +303,11 @@ fn main() {
         rows.push((
             format!("time index range query, {returned} of {total} fragments"),
             format!("{:.2} ms", times[times.len() / 2].as_secs_f64() * 1e3),
-            format!("median of 50, p99 {:.2} ms (target <= 2 ms); index filled at {:.0} fragments/s", times[times.len() * 99 / 100].as_secs_f64() * 1e3, total as f64 / fill.as_secs_f64()),
+            format!(
+                "median of 50, p99 {:.2} ms (target <= 2 ms); index filled at {:.0} fragments/s",
+                times[times.len() * 99 / 100].as_secs_f64() * 1e3,
+                total as f64 / fill.as_secs_f64()
+            ),
         ));
         store.close();
     }

@@ -21,11 +21,14 @@ pub(crate) const SHARDS: TableDefinition<u64, &[u8]> = TableDefinition::new("sha
 /// `segments`: (shard uid, base offset) -> [`crate::format::SegmentRow`].
 pub(crate) const SEGMENTS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("segments");
 /// `time_by_offset`: (shard uid, offset) -> time entry, for records with a producer timestamp.
-pub(crate) const TIME_BY_OFFSET: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("time_by_offset");
+pub(crate) const TIME_BY_OFFSET: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("time_by_offset");
 /// `time_by_producer`: (shard uid, producer ts ms, offset) -> time entry.
-pub(crate) const TIME_BY_PRODUCER: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("time_by_producer");
+pub(crate) const TIME_BY_PRODUCER: TableDefinition<(u64, i64, u64), &[u8]> =
+    TableDefinition::new("time_by_producer");
 /// `time_by_server`: (shard uid, server ts ms, offset) -> time entry.
-pub(crate) const TIME_BY_SERVER: TableDefinition<(u64, i64, u64), &[u8]> = TableDefinition::new("time_by_server");
+pub(crate) const TIME_BY_SERVER: TableDefinition<(u64, i64, u64), &[u8]> =
+    TableDefinition::new("time_by_server");
 
 pub(crate) const KEY_FORMAT_VERSION: &str = "format_version";
 pub(crate) const KEY_NEXT_STREAM_ID: &str = "next_stream_id";
@@ -106,7 +109,10 @@ mod u128_string {
     }
 }
 
-pub(crate) fn read_u64(table: &impl ReadableTable<&'static str, &'static [u8]>, key: &str) -> Result<Option<u64>, StoreError> {
+pub(crate) fn read_u64(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
     match table.get(key)? {
         None => Ok(None),
         Some(v) => {

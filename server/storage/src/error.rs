@@ -18,7 +18,11 @@ pub enum StoreError {
     #[error("shard {0} has a record in progress; appends wait until it is committed or aborted")]
     ShardBusy(ShardUid),
     #[error("stream {stream:?} is at version {actual}, not {expected}")]
-    VersionMismatch { stream: String, expected: u64, actual: u64 },
+    VersionMismatch {
+        stream: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("record of {len} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { len: u64, max: u64 },
     #[error("invalid argument: {0}")]
@@ -30,12 +34,18 @@ pub enum StoreError {
         source: io::Error,
     },
     #[error("corrupt data in {path} at byte {pos}: {what}")]
-    Corrupt { path: PathBuf, pos: u64, what: String },
+    Corrupt {
+        path: PathBuf,
+        pos: u64,
+        what: String,
+    },
     #[error("catalog: {0}")]
     Catalog(String),
     #[error("data directory {0} is in use by another process")]
     Locked(PathBuf),
-    #[error("shard {0} stopped accepting appends after a failed fsync; restart the server to recover it")]
+    #[error(
+        "shard {0} stopped accepting appends after a failed fsync; restart the server to recover it"
+    )]
     Poisoned(ShardUid),
     #[error("the store is closed")]
     Closed,

@@ -42,7 +42,10 @@ impl SegmentHeader {
 
     pub fn decode(b: &[u8]) -> Result<SegmentHeader, String> {
         if b.len() < SEGMENT_HEADER_LEN as usize {
-            return Err(format!("segment header is {} bytes, expected {SEGMENT_HEADER_LEN}", b.len()));
+            return Err(format!(
+                "segment header is {} bytes, expected {SEGMENT_HEADER_LEN}",
+                b.len()
+            ));
         }
         if b[0..8] != SEGMENT_MAGIC {
             return Err("not a timeshard segment (bad magic)".into());
@@ -53,7 +56,9 @@ impl SegmentHeader {
         }
         let version = u32_at(b, 8);
         if version != FORMAT_VERSION {
-            return Err(format!("segment format version {version}, this build reads {FORMAT_VERSION}"));
+            return Err(format!(
+                "segment format version {version}, this build reads {FORMAT_VERSION}"
+            ));
         }
         Ok(SegmentHeader {
             shard_uid: u64_at(b, 16),
@@ -105,7 +110,11 @@ impl RecordHeader {
         b[0..4].copy_from_slice(&(len as u32).to_le_bytes());
         b[8..16].copy_from_slice(&offset.to_le_bytes());
         b[16..24].copy_from_slice(&server_ts_ms.to_le_bytes());
-        let engine_flags = if producer_ts_ms.is_some() { FLAG_HAS_PRODUCER_TS } else { 0 };
+        let engine_flags = if producer_ts_ms.is_some() {
+            FLAG_HAS_PRODUCER_TS
+        } else {
+            0
+        };
         b[24..32].copy_from_slice(&producer_ts_ms.unwrap_or(0).to_le_bytes());
         b[32..34].copy_from_slice(&engine_flags.to_le_bytes());
         b[34..36].copy_from_slice(&user_flags.to_le_bytes());
@@ -133,8 +142,7 @@ impl RecordHeader {
         {
             return None;
         }
-        let producer_ts_ms =
-            (engine_flags & FLAG_HAS_PRODUCER_TS != 0).then(|| i64_at(b, 24));
+        let producer_ts_ms = (engine_flags & FLAG_HAS_PRODUCER_TS != 0).then(|| i64_at(b, 24));
         Some(RecordHeader {
             len,
             crc: u32_at(b, 4),
@@ -212,7 +220,13 @@ pub fn index_file_header() -> [u8; INDEX_HEADER_LEN as usize] {
 /// 20 u16 user flags
 /// 22 u16 key_len, then key bytes
 /// ```
-pub fn encode_time_entry(server_ts_ms: i64, producer_ts_ms: i64, payload_len: u32, user_flags: u16, key: &[u8]) -> Vec<u8> {
+pub fn encode_time_entry(
+    server_ts_ms: i64,
+    producer_ts_ms: i64,
+    payload_len: u32,
+    user_flags: u16,
+    key: &[u8],
+) -> Vec<u8> {
     let mut v = Vec::with_capacity(24 + key.len());
     v.extend_from_slice(&server_ts_ms.to_le_bytes());
     v.extend_from_slice(&producer_ts_ms.to_le_bytes());
@@ -341,15 +355,29 @@ mod tests {
 
     #[test]
     fn segment_header_and_index_entry_round_trip() {
-        let h = SegmentHeader { shard_uid: 9, base_offset: 1234, created_ms: 55 };
+        let h = SegmentHeader {
+            shard_uid: 9,
+            base_offset: 1234,
+            created_ms: 55,
+        };
         assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
         let mut bad = h.encode();
         bad[20] ^= 0xff;
         assert!(SegmentHeader::decode(&bad).is_err());
-        let e = IndexEntry { offset: 1, pos: 64, server_ts_ms: 99 };
+        let e = IndexEntry {
+            offset: 1,
+            pos: 64,
+            server_ts_ms: 99,
+        };
         assert_eq!(IndexEntry::decode(&e.encode()), Some(e));
         assert_eq!(IndexEntry::decode(&[0u8; INDEX_ENTRY_LEN]), None);
-        let row = SegmentRow { sealed: true, end_offset: 5, end_pos: 500, first_ts_ms: 1, last_ts_ms: 2 };
+        let row = SegmentRow {
+            sealed: true,
+            end_offset: 5,
+            end_pos: 500,
+            first_ts_ms: 1,
+            last_ts_ms: 2,
+        };
         assert_eq!(SegmentRow::decode(&row.encode()), Some(row));
     }
 
@@ -357,7 +385,16 @@ mod tests {
     fn time_entry_round_trips() {
         let v = encode_time_entry(10, 20, 30, 4, b"k1");
         let r = decode_time_entry(77, &v).expect("decodes");
-        assert_eq!((r.offset, r.server_ts_ms, r.producer_ts_ms, r.payload_len, r.flags), (77, 10, 20, 30, 4));
+        assert_eq!(
+            (
+                r.offset,
+                r.server_ts_ms,
+                r.producer_ts_ms,
+                r.payload_len,
+                r.flags
+            ),
+            (77, 10, 20, 30, 4)
+        );
         assert_eq!(&r.key[..], b"k1");
         assert!(decode_time_entry(1, &v[..10]).is_err());
     }

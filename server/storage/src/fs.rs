@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 /// An open file: appends go to the end; reads are positional, so readers and the writer never
 /// share a cursor.
+#[allow(clippy::len_without_is_empty)] // a file's emptiness is never the question here
 pub trait StoreFile: Send + Sync + Debug {
     /// Writes all of `bufs` at the end of the file.
     fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()>;
@@ -95,7 +96,11 @@ impl StoreFile for RealFile {
 
 impl Fs for RealFs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>> {
-        let f = OpenOptions::new().read(true).append(true).create(create).open(path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(create)
+            .open(path)?;
         Ok(Arc::new(RealFile(f)))
     }
 
@@ -164,7 +169,9 @@ impl FaultyFs {
 
     /// Arms a fault for the next matching operation.
     pub fn inject(&self, path_filter: &str, fault: Fault) {
-        self.state.lock_pending().push((path_filter.to_string(), fault));
+        self.state
+            .lock_pending()
+            .push((path_filter.to_string(), fault));
     }
 
     /// Faults armed but not yet triggered.
@@ -189,7 +196,9 @@ impl FaultState {
     fn take(&self, path: &Path, want: impl Fn(&Fault) -> bool) -> Option<Fault> {
         let mut pending = self.lock_pending();
         let path = path.to_string_lossy();
-        let i = pending.iter().position(|(filter, f)| want(f) && path.contains(filter.as_str()))?;
+        let i = pending
+            .iter()
+            .position(|(filter, f)| want(f) && path.contains(filter.as_str()))?;
         Some(pending.remove(i).1)
     }
 }
@@ -204,7 +213,9 @@ struct FaultyFile {
 impl StoreFile for FaultyFile {
     fn append(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
         self.state.appends.fetch_add(1, Ordering::SeqCst);
-        match self.state.take(&self.path, |f| matches!(f, Fault::TornWrite { .. } | Fault::NoSpace)) {
+        match self.state.take(&self.path, |f| {
+            matches!(f, Fault::TornWrite { .. } | Fault::NoSpace)
+        }) {
             Some(Fault::NoSpace) => Err(io::Error::from(io::ErrorKind::StorageFull)),
             Some(Fault::TornWrite { keep_bytes }) => {
                 let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
@@ -222,7 +233,11 @@ impl StoreFile for FaultyFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.state.syncs.fetch_add(1, Ordering::SeqCst);
-        if self.state.take(&self.path, |f| *f == Fault::FailSync).is_some() {
+        if self
+            .state
+            .take(&self.path, |f| *f == Fault::FailSync)
+            .is_some()
+        {
             return Err(io::Error::other("injected fsync failure"));
         }
         self.inner.sync_data()
@@ -239,8 +254,16 @@ impl StoreFile for FaultyFile {
 
 impl Fs for FaultyFs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StoreFile>> {
-        let f = OpenOptions::new().read(true).append(true).create(create).open(path)?;
-        Ok(Arc::new(FaultyFile { inner: RealFile(f), path: path.to_path_buf(), state: self.state.clone() }))
+        let f = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(create)
+            .open(path)?;
+        Ok(Arc::new(FaultyFile {
+            inner: RealFile(f),
+            path: path.to_path_buf(),
+            state: self.state.clone(),
+        }))
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {

@@ -30,5 +30,6 @@ pub use read::{Position, ReadBatch, ReadLimits, Record};
 pub use seqno::{BadSequenceNumber, SequenceNumber, ShardUid};
 pub use shard::{FollowEvent, OpenRecordFollower, OpenRecordView, OpenStatus, ShardState, Tail};
 pub use store::{
-    Appended, NewRecord, NewShard, NewStream, OpenRecord, RetentionReport, ShardStats, Store, StreamInfo, TimeKind,
+    Appended, NewRecord, NewShard, NewStream, OpenRecord, RetentionReport, ShardStats, Store,
+    StreamInfo, TimeKind,
 };

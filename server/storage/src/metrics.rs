@@ -72,12 +72,36 @@ impl StoreMetrics {
     /// Appends the engine's metrics in the Prometheus text exposition format.
     pub fn render_prometheus(&self, out: &mut String) {
         let counters: [(&str, &str, &AtomicU64); 6] = [
-            ("timeshard_storage_appends_total", "Append commands completed.", &self.appends),
-            ("timeshard_storage_appended_records_total", "Records appended.", &self.appended_records),
-            ("timeshard_storage_appended_bytes_total", "Record bytes appended, headers included.", &self.appended_bytes),
-            ("timeshard_storage_append_errors_total", "Append commands failed by an I/O error.", &self.append_errors),
-            ("timeshard_storage_segments_deleted_total", "Segments removed by retention.", &self.segments_deleted),
-            ("timeshard_storage_read_bytes_total", "Bytes read from segment files.", &self.read_bytes),
+            (
+                "timeshard_storage_appends_total",
+                "Append commands completed.",
+                &self.appends,
+            ),
+            (
+                "timeshard_storage_appended_records_total",
+                "Records appended.",
+                &self.appended_records,
+            ),
+            (
+                "timeshard_storage_appended_bytes_total",
+                "Record bytes appended, headers included.",
+                &self.appended_bytes,
+            ),
+            (
+                "timeshard_storage_append_errors_total",
+                "Append commands failed by an I/O error.",
+                &self.append_errors,
+            ),
+            (
+                "timeshard_storage_segments_deleted_total",
+                "Segments removed by retention.",
+                &self.segments_deleted,
+            ),
+            (
+                "timeshard_storage_read_bytes_total",
+                "Bytes read from segment files.",
+                &self.read_bytes,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");

@@ -46,12 +46,16 @@ impl FromStr for SyncPolicy {
         }
         let rest = s
             .strip_prefix("batch")
-            .ok_or_else(|| format!("unknown sync policy {s:?}: expected always, batch:<delay> or never"))?
+            .ok_or_else(|| {
+                format!("unknown sync policy {s:?}: expected always, batch:<delay> or never")
+            })?
             .trim_start_matches([':', ' ', '='])
             .trim();
         let delay = parse_duration(rest).map_err(|e| format!("sync policy {s:?}: {e}"))?;
         if delay.is_zero() {
-            return Err(format!("sync policy {s:?}: the batch delay must be above zero"));
+            return Err(format!(
+                "sync policy {s:?}: the batch delay must be above zero"
+            ));
         }
         Ok(SyncPolicy::Batch(delay))
     }
@@ -64,14 +68,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("duration {s:?} has no unit (us, ms, s, m, h)"))?;
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("duration {s:?} does not start with a number"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?} does not start with a number"))?;
     let d = match unit {
         "us" => Duration::from_micros(n),
         "ms" => Duration::from_millis(n),
         "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("duration {s:?} has an unknown unit {unit:?} (us, ms, s, m, h)")),
+        _ => {
+            return Err(format!(
+                "duration {s:?} has an unknown unit {unit:?} (us, ms, s, m, h)"
+            ));
+        }
     };
     Ok(d)
 }
@@ -134,8 +144,14 @@ mod tests {
     fn sync_policy_parses() {
         assert_eq!("always".parse::<SyncPolicy>(), Ok(SyncPolicy::Always));
         assert_eq!("never".parse::<SyncPolicy>(), Ok(SyncPolicy::Never));
-        assert_eq!("batch:5ms".parse::<SyncPolicy>(), Ok(SyncPolicy::Batch(Duration::from_millis(5))));
-        assert_eq!("batch 2s".parse::<SyncPolicy>(), Ok(SyncPolicy::Batch(Duration::from_secs(2))));
+        assert_eq!(
+            "batch:5ms".parse::<SyncPolicy>(),
+            Ok(SyncPolicy::Batch(Duration::from_millis(5)))
+        );
+        assert_eq!(
+            "batch 2s".parse::<SyncPolicy>(),
+            Ok(SyncPolicy::Batch(Duration::from_secs(2)))
+        );
         assert!("batch:0ms".parse::<SyncPolicy>().is_err());
         assert!("batch".parse::<SyncPolicy>().is_err());
         assert!("sometimes".parse::<SyncPolicy>().is_err());

@@ -34,7 +34,10 @@ pub struct ReadLimits {
 
 impl Default for ReadLimits {
     fn default() -> Self {
-        ReadLimits { max_records: 10_000, max_bytes: 10 << 20 }
+        ReadLimits {
+            max_records: 10_000,
+            max_bytes: 10 << 20,
+        }
     }
 }
 
@@ -72,7 +75,11 @@ pub(crate) fn resolve(shard: &ShardShared, fs: &dyn Fs, at: Position) -> Result<
     })
 }
 
-fn first_at_time(segments: &[Arc<SegmentView>], fs: &dyn Fs, ts: i64) -> Result<Option<u64>, StoreError> {
+fn first_at_time(
+    segments: &[Arc<SegmentView>],
+    fs: &dyn Fs,
+    ts: i64,
+) -> Result<Option<u64>, StoreError> {
     for seg in segments {
         if seg.is_empty() || seg.last_ts_ms.load(std::sync::atomic::Ordering::Acquire) < ts {
             continue;
@@ -88,14 +95,24 @@ fn first_at_time(segments: &[Arc<SegmentView>], fs: &dyn Fs, ts: i64) -> Result<
     Ok(None)
 }
 
-pub(crate) fn read(shard: &ShardShared, fs: &dyn Fs, from: Position, limits: ReadLimits) -> Result<ReadBatch, StoreError> {
+pub(crate) fn read(
+    shard: &ShardShared,
+    fs: &dyn Fs,
+    from: Position,
+    limits: ReadLimits,
+) -> Result<ReadBatch, StoreError> {
     let segments = shard.segments();
     let tail_offset = shard.tail.borrow().next_offset;
-    let trim_horizon = segments.iter().find(|s| !s.is_empty()).map_or(tail_offset, |s| s.base);
+    let trim_horizon = segments
+        .iter()
+        .find(|s| !s.is_empty())
+        .map_or(tail_offset, |s| s.base);
     let mut offset = resolve(shard, fs, from)?.max(trim_horizon);
     let mut records = Vec::new();
     let mut bytes = 0usize;
-    let first = segments.partition_point(|s| s.base <= offset).saturating_sub(1);
+    let first = segments
+        .partition_point(|s| s.base <= offset)
+        .saturating_sub(1);
     'segments: for seg in segments.iter().skip(first) {
         let end_offset = seg.end_offset();
         if offset >= end_offset {
@@ -107,7 +124,9 @@ pub(crate) fn read(shard: &ShardShared, fs: &dyn Fs, from: Position, limits: Rea
         let mut cursor = Cursor::new(seg.file(fs)?, seg.path.clone(), pos, seg.end_pos());
         cursor.read_hint = limits.max_bytes.saturating_sub(bytes);
         while records.len() < limits.max_records {
-            let Some((h, key, payload)) = cursor.next_split()? else { break };
+            let Some((h, key, payload)) = cursor.next_split()? else {
+                break;
+            };
             if h.offset < offset {
                 continue;
             }
@@ -130,5 +149,10 @@ pub(crate) fn read(shard: &ShardShared, fs: &dyn Fs, from: Position, limits: Rea
             break;
         }
     }
-    Ok(ReadBatch { records, next_offset: offset, tail_offset, trim_horizon })
+    Ok(ReadBatch {
+        records,
+        next_offset: offset,
+        tail_offset,
+        trim_horizon,
+    })
 }

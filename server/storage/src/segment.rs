@@ -122,7 +122,11 @@ impl SegmentView {
         })
     }
 
-    fn with_index<T>(&self, fs: &dyn Fs, f: impl FnOnce(&[IndexEntry]) -> T) -> Result<T, StoreError> {
+    fn with_index<T>(
+        &self,
+        fs: &dyn Fs,
+        f: impl FnOnce(&[IndexEntry]) -> T,
+    ) -> Result<T, StoreError> {
         {
             let guard = self.index.read().unwrap_or_else(|e| e.into_inner());
             if let Some(v) = guard.as_ref() {
@@ -154,7 +158,11 @@ impl SegmentView {
         let mut last_pos: Option<u64> = None;
         while let Some((pos, h, _)) = cursor.next_header()? {
             if last_pos.is_none_or(|p| pos - p >= self.index_interval) {
-                entries.push(IndexEntry { offset: h.offset, pos, server_ts_ms: h.server_ts_ms });
+                entries.push(IndexEntry {
+                    offset: h.offset,
+                    pos,
+                    server_ts_ms: h.server_ts_ms,
+                });
                 last_pos = Some(pos);
             }
         }
@@ -175,25 +183,39 @@ pub(crate) struct IndexRead {
 /// offsets and positions, and positions below `end_pos`; reading stops at the first that does
 /// not (a torn last entry is expected after a crash).
 pub(crate) fn read_index_file(file: &dyn StoreFile, end_pos: u64) -> Result<IndexRead, StoreError> {
-    let len = file.len().map_err(StoreError::io("reading a sparse index"))?;
+    let len = file
+        .len()
+        .map_err(StoreError::io("reading a sparse index"))?;
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0)];
     let n = read_full_at(file, &mut buf, 0).map_err(StoreError::io("reading a sparse index"))?;
     buf.truncate(n);
     if buf.len() < INDEX_HEADER_LEN as usize || buf[0..8] != INDEX_MAGIC {
-        return Ok(IndexRead { entries: Vec::new(), header_ok: false, all_valid: false });
+        return Ok(IndexRead {
+            entries: Vec::new(),
+            header_ok: false,
+            all_valid: false,
+        });
     }
     let body = &buf[INDEX_HEADER_LEN as usize..];
     let mut entries: Vec<IndexEntry> = Vec::with_capacity(body.len() / INDEX_ENTRY_LEN);
     for chunk in body.chunks_exact(INDEX_ENTRY_LEN) {
-        let Some(e) = IndexEntry::decode(chunk) else { break };
-        let ordered = entries.last().is_none_or(|p| e.offset > p.offset && e.pos > p.pos);
+        let Some(e) = IndexEntry::decode(chunk) else {
+            break;
+        };
+        let ordered = entries
+            .last()
+            .is_none_or(|p| e.offset > p.offset && e.pos > p.pos);
         if !ordered || e.pos < SEGMENT_HEADER_LEN || e.pos >= end_pos {
             break;
         }
         entries.push(e);
     }
     let all_valid = body.len() == entries.len() * INDEX_ENTRY_LEN;
-    Ok(IndexRead { entries, header_ok: true, all_valid })
+    Ok(IndexRead {
+        entries,
+        header_ok: true,
+        all_valid,
+    })
 }
 
 /// Walks records of one segment between two positions, reading in large positional chunks and
@@ -212,7 +234,15 @@ pub(crate) struct Cursor {
 
 impl Cursor {
     pub fn new(file: Arc<dyn StoreFile>, path: PathBuf, pos: u64, end: u64) -> Self {
-        Cursor { file, path, pos, end, chunk: Bytes::new(), chunk_start: pos, read_hint: READ_CHUNK }
+        Cursor {
+            file,
+            path,
+            pos,
+            end,
+            chunk: Bytes::new(),
+            chunk_start: pos,
+            read_hint: READ_CHUNK,
+        }
     }
 
     pub fn pos(&self) -> u64 {
@@ -220,7 +250,11 @@ impl Cursor {
     }
 
     fn corrupt(&self, what: impl Into<String>) -> StoreError {
-        StoreError::Corrupt { path: self.path.clone(), pos: self.pos, what: what.into() }
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            pos: self.pos,
+            what: what.into(),
+        }
     }
 
     /// Makes sure `[pos, pos + need)` is in the chunk.
@@ -235,7 +269,10 @@ impl Cursor {
         let n = read_full_at(self.file.as_ref(), &mut buf, self.pos)
             .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
         if n < need {
-            return Err(self.corrupt(format!("file ends {} bytes into a record that needs {need}", n)));
+            return Err(self.corrupt(format!(
+                "file ends {} bytes into a record that needs {need}",
+                n
+            )));
         }
         buf.truncate(n);
         self.chunk = Bytes::from(buf);
@@ -246,14 +283,20 @@ impl Cursor {
     /// The next record with its position, header and whole bytes (header, key, payload),
     /// CRC-checked. `None` at the end.
     pub fn next(&mut self) -> Result<Option<(u64, RecordHeader, Bytes)>, StoreError> {
-        Ok(self.advance()?.map(|(pos, h, at)| (pos, h, self.chunk.slice(at..at + h.len as usize))))
+        Ok(self
+            .advance()?
+            .map(|(pos, h, at)| (pos, h, self.chunk.slice(at..at + h.len as usize))))
     }
 
     /// Like [`Cursor::next`], but hands out the key and payload as slices of the read buffer.
     pub fn next_split(&mut self) -> Result<Option<(RecordHeader, Bytes, Bytes)>, StoreError> {
         Ok(self.advance()?.map(|(_, h, at)| {
             let key_end = at + RECORD_HEADER_LEN + h.key_len as usize;
-            (h, self.chunk.slice(at + RECORD_HEADER_LEN..key_end), self.chunk.slice(key_end..at + h.len as usize))
+            (
+                h,
+                self.chunk.slice(at + RECORD_HEADER_LEN..key_end),
+                self.chunk.slice(key_end..at + h.len as usize),
+            )
         }))
     }
 
@@ -268,7 +311,8 @@ impl Cursor {
         }
         self.ensure(RECORD_HEADER_LEN)?;
         let at = (self.pos - self.chunk_start) as usize;
-        let h = RecordHeader::decode(&self.chunk[at..]).ok_or_else(|| self.corrupt("invalid record header"))?;
+        let h = RecordHeader::decode(&self.chunk[at..])
+            .ok_or_else(|| self.corrupt("invalid record header"))?;
         if self.pos + h.len as u64 > self.end {
             return Err(self.corrupt("record extends past the readable end"));
         }

@@ -9,7 +9,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A shard's store-wide unique id. Never reused, even after the stream is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct ShardUid(pub u64);
 
@@ -49,12 +51,18 @@ impl FromStr for SequenceNumber {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadSequenceNumber(s.to_string());
-        if s.len() != SEQUENCE_NUMBER_DIGITS || !s.starts_with('1') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.len() != SEQUENCE_NUMBER_DIGITS
+            || !s.starts_with('1')
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(bad());
         }
         let shard = s[1..21].parse::<u64>().map_err(|_| bad())?;
         let offset = s[21..].parse::<u64>().map_err(|_| bad())?;
-        Ok(SequenceNumber { shard: ShardUid(shard), offset })
+        Ok(SequenceNumber {
+            shard: ShardUid(shard),
+            offset,
+        })
     }
 }
 
@@ -72,7 +80,15 @@ mod tests {
         assert_eq!(sa.parse::<SequenceNumber>(), Ok(a));
         let max = SequenceNumber::new(ShardUid(u64::MAX), u64::MAX);
         assert_eq!(max.to_string().parse::<SequenceNumber>(), Ok(max));
-        for bad in ["", "0", "2000", "1x", &sa[1..], &format!("{sa}0"), &sa.replacen('1', "2", 1)] {
+        for bad in [
+            "",
+            "0",
+            "2000",
+            "1x",
+            &sa[1..],
+            &format!("{sa}0"),
+            &sa.replacen('1', "2", 1),
+        ] {
             assert!(bad.parse::<SequenceNumber>().is_err(), "{bad}");
         }
         // 99999999999999999999 > u64::MAX: rejected, not wrapped

@@ -41,11 +41,18 @@ pub(crate) struct ShardShared {
 
 impl ShardShared {
     pub fn new(dir: PathBuf, segments: Vec<Arc<SegmentView>>, tail: Tail) -> Self {
-        ShardShared { dir, segments: RwLock::new(segments), tail: watch::Sender::new(tail) }
+        ShardShared {
+            dir,
+            segments: RwLock::new(segments),
+            tail: watch::Sender::new(tail),
+        }
     }
 
     pub fn segments(&self) -> Vec<Arc<SegmentView>> {
-        self.segments.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn segments_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Arc<SegmentView>>> {
@@ -91,7 +98,13 @@ pub struct OpenRecordView {
 }
 
 impl OpenRecordView {
-    pub(crate) fn new(offset: u64, server_ts_ms: i64, producer_ts_ms: Option<i64>, flags: u16, key: Bytes) -> Self {
+    pub(crate) fn new(
+        offset: u64,
+        server_ts_ms: i64,
+        producer_ts_ms: Option<i64>,
+        flags: u16,
+        key: Bytes,
+    ) -> Self {
         OpenRecordView {
             offset,
             server_ts_ms,
@@ -99,7 +112,10 @@ impl OpenRecordView {
             flags,
             key,
             chunks: Mutex::new(Vec::new()),
-            progress: watch::Sender::new(Progress { chunks: 0, status: OpenStatus::Open }),
+            progress: watch::Sender::new(Progress {
+                chunks: 0,
+                status: OpenStatus::Open,
+            }),
         }
     }
 
@@ -139,7 +155,11 @@ impl OpenRecordView {
 
     /// Follows the record from its first chunk.
     pub fn follow(self: &Arc<Self>) -> OpenRecordFollower {
-        OpenRecordFollower { view: self.clone(), next: 0, rx: self.progress.subscribe() }
+        OpenRecordFollower {
+            view: self.clone(),
+            next: 0,
+            rx: self.progress.subscribe(),
+        }
     }
 }
 

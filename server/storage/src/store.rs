@@ -13,7 +13,10 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase};
 use tokio::sync::{oneshot, watch};
 
-use crate::catalog::{ShardMeta, StreamKind, StreamMeta, StreamStatus, TIME_BY_OFFSET, TIME_BY_PRODUCER, TIME_BY_SERVER};
+use crate::catalog::{
+    ShardMeta, StreamKind, StreamMeta, StreamStatus, TIME_BY_OFFSET, TIME_BY_PRODUCER,
+    TIME_BY_SERVER,
+};
 use crate::error::StoreError;
 use crate::format::{IndexedRecord, decode_time_entry};
 use crate::metrics::StoreMetrics;
@@ -105,7 +108,11 @@ pub(crate) struct CatalogState {
 
 impl CatalogState {
     pub fn new() -> Self {
-        CatalogState { streams: BTreeMap::new(), shards: BTreeMap::new(), by_stream: HashMap::new() }
+        CatalogState {
+            streams: BTreeMap::new(),
+            shards: BTreeMap::new(),
+            by_stream: HashMap::new(),
+        }
     }
 
     pub fn insert_shard(&mut self, meta: ShardMeta) {
@@ -148,10 +155,16 @@ impl StoreShared {
     }
 
     pub fn shard(&self, uid: ShardUid) -> Option<Arc<ShardShared>> {
-        self.shards.read().unwrap_or_else(|e| e.into_inner()).get(&uid).cloned()
+        self.shards
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&uid)
+            .cloned()
     }
 
-    pub fn shards_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<ShardUid, Arc<ShardShared>>> {
+    pub fn shards_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<ShardUid, Arc<ShardShared>>> {
         self.shards.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -191,7 +204,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,7 +218,13 @@ impl Store {
         let opened = crate::recovery::open(dir, &opts)?;
         let shared = Arc::new(StoreShared {
             catalog: RwLock::new(opened.catalog),
-            shards: RwLock::new(opened.shards.iter().map(|(uid, w)| (*uid, w.shared.clone())).collect()),
+            shards: RwLock::new(
+                opened
+                    .shards
+                    .iter()
+                    .map(|(uid, w)| (*uid, w.shared.clone()))
+                    .collect(),
+            ),
             metrics: StoreMetrics::default(),
             healthy: AtomicBool::new(true),
         });
@@ -253,23 +274,37 @@ impl Store {
     /// True while the writer runs and the catalog accepts commits.
     pub fn is_healthy(&self) -> bool {
         self.inner.shared.healthy.load(Ordering::SeqCst)
-            && self.inner.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|h| !h.is_finished())
+            && self
+                .inner
+                .writer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .is_some_and(|h| !h.is_finished())
     }
 
     pub fn now_ms(&self) -> i64 {
         self.inner.opts.clock.now_ms()
     }
 
-    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command) -> Result<T, StoreError> {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.inner.tx.send_async(make(reply)).await.map_err(|_| StoreError::Closed)?;
+        self.inner
+            .tx
+            .send_async(make(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     // ---- catalog ----
 
     pub async fn create_stream(&self, new: NewStream) -> Result<StreamInfo, StoreError> {
-        self.call(|reply| Command::CreateStream { new, reply }).await
+        self.call(|reply| Command::CreateStream { new, reply })
+            .await
     }
 
     /// Changes a stream's metadata in one durable step and bumps its version. With
@@ -282,19 +317,37 @@ impl Store {
         update: impl FnOnce(&mut StreamMeta) -> Result<(), StoreError> + Send + 'static,
     ) -> Result<StreamMeta, StoreError> {
         let name = name.to_string();
-        self.call(|reply| Command::UpdateStream { name, expected_version, update: Box::new(update), reply }).await
+        self.call(|reply| Command::UpdateStream {
+            name,
+            expected_version,
+            update: Box::new(update),
+            reply,
+        })
+        .await
     }
 
     /// Closes the shards at `close` (by index) and creates `open`, in one durable step.
-    pub async fn reshard(&self, name: &str, close: Vec<u32>, open: Vec<NewShard>) -> Result<StreamInfo, StoreError> {
+    pub async fn reshard(
+        &self,
+        name: &str,
+        close: Vec<u32>,
+        open: Vec<NewShard>,
+    ) -> Result<StreamInfo, StoreError> {
         let name = name.to_string();
-        self.call(|reply| Command::Reshard { name, close, open, reply }).await
+        self.call(|reply| Command::Reshard {
+            name,
+            close,
+            open,
+            reply,
+        })
+        .await
     }
 
     /// Removes the stream, its shards, index entries and files.
     pub async fn delete_stream(&self, name: &str) -> Result<(), StoreError> {
         let name = name.to_string();
-        self.call(|reply| Command::DeleteStream { name, reply }).await
+        self.call(|reply| Command::DeleteStream { name, reply })
+            .await
     }
 
     pub fn stream(&self, name: &str) -> Option<StreamInfo> {
@@ -302,7 +355,13 @@ impl Store {
     }
 
     pub fn list_streams(&self) -> Vec<StreamMeta> {
-        self.inner.shared.catalog().streams.values().cloned().collect()
+        self.inner
+            .shared
+            .catalog()
+            .streams
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn shard(&self, uid: ShardUid) -> Option<ShardMeta> {
@@ -313,11 +372,22 @@ impl Store {
 
     /// Appends records to a shard as one group commit. Resolves once they are durable (under the
     /// default sync policy) and readable.
-    pub async fn append(&self, shard: ShardUid, records: Vec<NewRecord>) -> Result<Appended, StoreError> {
+    pub async fn append(
+        &self,
+        shard: ShardUid,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended, StoreError> {
         if records.is_empty() {
-            return Err(StoreError::InvalidArgument("an append needs at least one record".into()));
+            return Err(StoreError::InvalidArgument(
+                "an append needs at least one record".into(),
+            ));
         }
-        self.call(|reply| Command::Append { shard, records, reply }).await
+        self.call(|reply| Command::Append {
+            shard,
+            records,
+            reply,
+        })
+        .await
     }
 
     /// Starts a record that readers can follow while it grows. Until it is committed or aborted,
@@ -329,32 +399,69 @@ impl Store {
         key: Bytes,
         flags: u16,
     ) -> Result<OpenRecord, StoreError> {
-        let view = self.call(|reply| Command::Begin { shard, producer_ts_ms, key, flags, reply }).await?;
-        Ok(OpenRecord { store: self.clone(), shard, view, done: false })
+        let view = self
+            .call(|reply| Command::Begin {
+                shard,
+                producer_ts_ms,
+                key,
+                flags,
+                reply,
+            })
+            .await?;
+        Ok(OpenRecord {
+            store: self.clone(),
+            shard,
+            view,
+            done: false,
+        })
     }
 
     // ---- reads ----
 
     fn shard_shared(&self, uid: ShardUid) -> Result<Arc<ShardShared>, StoreError> {
-        self.inner.shared.shard(uid).ok_or(StoreError::ShardNotFound(uid))
+        self.inner
+            .shared
+            .shard(uid)
+            .ok_or(StoreError::ShardNotFound(uid))
     }
 
     /// Reads records from `from`, bounded by `limits`. Blocking; see [`Store::read`].
-    pub fn read_blocking(&self, shard: ShardUid, from: Position, limits: ReadLimits) -> Result<ReadBatch, StoreError> {
+    pub fn read_blocking(
+        &self,
+        shard: ShardUid,
+        from: Position,
+        limits: ReadLimits,
+    ) -> Result<ReadBatch, StoreError> {
         let s = self.shard_shared(shard)?;
         let batch = read::read(&s, self.inner.opts.fs.as_ref(), from, limits)?;
-        let bytes: usize = batch.records.iter().map(|r| r.payload.len() + r.key.len()).sum();
-        self.inner.shared.metrics.read_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        let bytes: usize = batch
+            .records
+            .iter()
+            .map(|r| r.payload.len() + r.key.len())
+            .sum();
+        self.inner
+            .shared
+            .metrics
+            .read_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         Ok(batch)
     }
 
     /// Reads records from `from` on the blocking pool, bounded by `limits` (at least one record
     /// is returned when one is available, whatever its size).
-    pub async fn read(&self, shard: ShardUid, from: Position, limits: ReadLimits) -> Result<ReadBatch, StoreError> {
+    pub async fn read(
+        &self,
+        shard: ShardUid,
+        from: Position,
+        limits: ReadLimits,
+    ) -> Result<ReadBatch, StoreError> {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_blocking(shard, from, limits))
             .await
-            .map_err(|e| StoreError::Io { context: "read task".into(), source: std::io::Error::other(e) })?
+            .map_err(|e| StoreError::Io {
+                context: "read task".into(),
+                source: std::io::Error::other(e),
+            })?
     }
 
     /// The offset a position refers to now (the tail for `Latest`, the first record at or after
@@ -368,7 +475,10 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.resolve_blocking(shard, at))
             .await
-            .map_err(|e| StoreError::Io { context: "resolve task".into(), source: std::io::Error::other(e) })?
+            .map_err(|e| StoreError::Io {
+                context: "resolve task".into(),
+                source: std::io::Error::other(e),
+            })?
     }
 
     /// Follows the shard's tail: changes on every acknowledged append, open record and close.
@@ -441,13 +551,22 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<IndexedRecord>, StoreError> {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.time_range_blocking(shard, kind, start_ms, end_ms, after, limit))
-            .await
-            .map_err(|e| StoreError::Io { context: "time index task".into(), source: std::io::Error::other(e) })?
+        tokio::task::spawn_blocking(move || {
+            store.time_range_blocking(shard, kind, start_ms, end_ms, after, limit)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            context: "time index task".into(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     /// The time index entry of one record, if it has one. Blocking.
-    pub fn indexed_record_blocking(&self, shard: ShardUid, offset: u64) -> Result<Option<IndexedRecord>, StoreError> {
+    pub fn indexed_record_blocking(
+        &self,
+        shard: ShardUid,
+        offset: u64,
+    ) -> Result<Option<IndexedRecord>, StoreError> {
         let txn = self.inner.db.begin_read()?;
         let table = txn.open_table(TIME_BY_OFFSET)?;
         match table.get((shard.0, offset))? {
@@ -499,7 +618,9 @@ impl OpenRecord {
     pub async fn commit(mut self) -> Result<Appended, StoreError> {
         self.done = true;
         let (shard, view) = (self.shard, self.view.clone());
-        self.store.call(|reply| Command::Commit { shard, view, reply }).await
+        self.store
+            .call(|reply| Command::Commit { shard, view, reply })
+            .await
     }
 
     pub fn abort(mut self) {
@@ -513,7 +634,10 @@ impl OpenRecord {
             // open record whenever it next looks at the shard. The command only wakes it sooner,
             // so a full queue is no reason to block here.
             self.view.finish(crate::shard::OpenStatus::Aborted);
-            let _ = self.store.inner.tx.try_send(Command::Abort { shard: self.shard, view: self.view.clone() });
+            let _ = self.store.inner.tx.try_send(Command::Abort {
+                shard: self.shard,
+                view: self.view.clone(),
+            });
         }
     }
 }

@@ -24,15 +24,18 @@ use crate::catalog::{
 };
 use crate::error::StoreError;
 use crate::format::{
-    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN,
-    SegmentHeader, SegmentRow, decode_time_entry, encode_time_entry, index_file_header,
+    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader,
+    SEGMENT_HEADER_LEN, SegmentHeader, SegmentRow, decode_time_entry, encode_time_entry,
+    index_file_header,
 };
 use crate::fs::StoreFile;
 use crate::options::{StoreOptions, SyncPolicy};
 use crate::segment::SegmentView;
 use crate::seqno::ShardUid;
 use crate::shard::{OpenRecordView, OpenStatus, ShardShared, ShardState, Tail};
-use crate::store::{Appended, NewRecord, NewShard, NewStream, RetentionReport, StoreShared, StreamInfo};
+use crate::store::{
+    Appended, NewRecord, NewShard, NewStream, RetentionReport, StoreShared, StreamInfo,
+};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(crate) type StreamUpdate = Box<dyn FnOnce(&mut StreamMeta) -> Result<(), StoreError> + Send>;
@@ -44,15 +47,50 @@ const DURABLE_CATALOG_EVERY: Duration = Duration::from_secs(1);
 const MAX_GROUP: usize = 4096;
 
 pub(crate) enum Command {
-    Append { shard: ShardUid, records: Vec<NewRecord>, reply: Reply<Appended> },
-    Begin { shard: ShardUid, producer_ts_ms: Option<i64>, key: Bytes, flags: u16, reply: Reply<Arc<OpenRecordView>> },
-    Commit { shard: ShardUid, view: Arc<OpenRecordView>, reply: Reply<Appended> },
-    Abort { shard: ShardUid, view: Arc<OpenRecordView> },
-    CreateStream { new: NewStream, reply: Reply<StreamInfo> },
-    UpdateStream { name: String, expected_version: Option<u64>, update: StreamUpdate, reply: Reply<StreamMeta> },
-    Reshard { name: String, close: Vec<u32>, open: Vec<NewShard>, reply: Reply<StreamInfo> },
-    DeleteStream { name: String, reply: Reply<()> },
-    Retention { reply: Reply<RetentionReport> },
+    Append {
+        shard: ShardUid,
+        records: Vec<NewRecord>,
+        reply: Reply<Appended>,
+    },
+    Begin {
+        shard: ShardUid,
+        producer_ts_ms: Option<i64>,
+        key: Bytes,
+        flags: u16,
+        reply: Reply<Arc<OpenRecordView>>,
+    },
+    Commit {
+        shard: ShardUid,
+        view: Arc<OpenRecordView>,
+        reply: Reply<Appended>,
+    },
+    Abort {
+        shard: ShardUid,
+        view: Arc<OpenRecordView>,
+    },
+    CreateStream {
+        new: NewStream,
+        reply: Reply<StreamInfo>,
+    },
+    UpdateStream {
+        name: String,
+        expected_version: Option<u64>,
+        update: StreamUpdate,
+        reply: Reply<StreamMeta>,
+    },
+    Reshard {
+        name: String,
+        close: Vec<u32>,
+        open: Vec<NewShard>,
+        reply: Reply<StreamInfo>,
+    },
+    DeleteStream {
+        name: String,
+        reply: Reply<()>,
+    },
+    Retention {
+        reply: Reply<RetentionReport>,
+    },
     Shutdown,
 }
 
@@ -123,7 +161,11 @@ impl Pending {
 }
 
 enum Waiter {
-    Append { shard: ShardUid, appended: Appended, reply: Reply<Appended> },
+    Append {
+        shard: ShardUid,
+        appended: Appended,
+        reply: Reply<Appended>,
+    },
 }
 
 #[derive(Default)]
@@ -151,7 +193,10 @@ pub(crate) fn shard_dir(root: &Path, uid: ShardUid) -> PathBuf {
 }
 
 pub(crate) fn segment_paths(dir: &Path, base: u64) -> (PathBuf, PathBuf) {
-    (dir.join(format!("{base:020}.seg")), dir.join(format!("{base:020}.idx")))
+    (
+        dir.join(format!("{base:020}.seg")),
+        dir.join(format!("{base:020}.idx")),
+    )
 }
 
 fn io_copy(e: &std::io::Error) -> std::io::Error {
@@ -213,7 +258,9 @@ impl Writer {
             SyncPolicy::Batch(d) => Some(t + d),
             _ => None,
         });
-        let catalog = self.catalog_dirty.then_some(self.last_durable + DURABLE_CATALOG_EVERY);
+        let catalog = self
+            .catalog_dirty
+            .then_some(self.last_durable + DURABLE_CATALOG_EVERY);
         match (sync, catalog) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -229,10 +276,14 @@ impl Writer {
             self.sync_unsynced();
         }
         if self.catalog_dirty && now >= self.last_durable + DURABLE_CATALOG_EVERY {
-            let r = self.db.begin_write().map_err(StoreError::from).and_then(|txn| {
-                txn.commit()?;
-                Ok(())
-            });
+            let r = self
+                .db
+                .begin_write()
+                .map_err(StoreError::from)
+                .and_then(|txn| {
+                    txn.commit()?;
+                    Ok(())
+                });
             self.note_catalog_commit(r, true);
         }
     }
@@ -260,7 +311,11 @@ impl Writer {
                 open.finish(OpenStatus::Aborted);
             }
         }
-        let r = self.db.begin_write().map_err(StoreError::from).and_then(|txn| Ok(txn.commit()?));
+        let r = self
+            .db
+            .begin_write()
+            .map_err(StoreError::from)
+            .and_then(|txn| Ok(txn.commit()?));
         self.note_catalog_commit(r, true);
     }
 
@@ -269,13 +324,21 @@ impl Writer {
         let mut group = Group::default();
         for cmd in cmds {
             match cmd {
-                Command::Append { shard, records, reply } => {
+                Command::Append {
+                    shard,
+                    records,
+                    reply,
+                } => {
                     let pieces = records
                         .into_iter()
                         .map(|r| (r.key, vec![r.payload], r.producer_ts_ms, r.flags))
                         .collect();
                     match self.stage(&mut group, shard, pieces, None) {
-                        Ok(appended) => group.waiters.push(Waiter::Append { shard, appended, reply }),
+                        Ok(appended) => group.waiters.push(Waiter::Append {
+                            shard,
+                            appended,
+                            reply,
+                        }),
                         Err(e) => {
                             let _ = reply.send(Err(e));
                         }
@@ -283,11 +346,20 @@ impl Writer {
                 }
                 Command::Commit { shard, view, reply } => {
                     let staged = self.check_open(shard, &view).and_then(|()| {
-                        let pieces = vec![(view.key.clone(), view.all_chunks(), view.producer_ts_ms, view.flags)];
+                        let pieces = vec![(
+                            view.key.clone(),
+                            view.all_chunks(),
+                            view.producer_ts_ms,
+                            view.flags,
+                        )];
                         self.stage(&mut group, shard, pieces, Some(view.clone()))
                     });
                     match staged {
-                        Ok(appended) => group.waiters.push(Waiter::Append { shard, appended, reply }),
+                        Ok(appended) => group.waiters.push(Waiter::Append {
+                            shard,
+                            appended,
+                            reply,
+                        }),
                         Err(e) => {
                             let _ = reply.send(Err(e));
                         }
@@ -296,12 +368,21 @@ impl Writer {
                 Command::Abort { shard, view } => {
                     if let Some(sw) = self.shards.get_mut(&shard)
                         && sw.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, &view))
-                        && group.pending.get(&shard).is_none_or(|p| p.commits_open.is_none())
+                        && group
+                            .pending
+                            .get(&shard)
+                            .is_none_or(|p| p.commits_open.is_none())
                     {
                         clear_open(sw, OpenStatus::Aborted);
                     }
                 }
-                Command::Begin { shard, producer_ts_ms, key, flags, reply } => {
+                Command::Begin {
+                    shard,
+                    producer_ts_ms,
+                    key,
+                    flags,
+                    reply,
+                } => {
                     self.flush(&mut group);
                     let _ = reply.send(self.begin(shard, producer_ts_ms, key, flags));
                 }
@@ -309,11 +390,21 @@ impl Writer {
                     self.flush(&mut group);
                     let _ = reply.send(self.create_stream(new));
                 }
-                Command::UpdateStream { name, expected_version, update, reply } => {
+                Command::UpdateStream {
+                    name,
+                    expected_version,
+                    update,
+                    reply,
+                } => {
                     self.flush(&mut group);
                     let _ = reply.send(self.update_stream(&name, expected_version, update));
                 }
-                Command::Reshard { name, close, open, reply } => {
+                Command::Reshard {
+                    name,
+                    close,
+                    open,
+                    reply,
+                } => {
                     self.flush(&mut group);
                     let _ = reply.send(self.reshard(&name, &close, open));
                 }
@@ -335,17 +426,33 @@ impl Writer {
         true
     }
 
-    fn check_open(&mut self, shard: ShardUid, view: &Arc<OpenRecordView>) -> Result<(), StoreError> {
-        let sw = self.shards.get_mut(&shard).ok_or(StoreError::ShardNotFound(shard))?;
+    fn check_open(
+        &mut self,
+        shard: ShardUid,
+        view: &Arc<OpenRecordView>,
+    ) -> Result<(), StoreError> {
+        let sw = self
+            .shards
+            .get_mut(&shard)
+            .ok_or(StoreError::ShardNotFound(shard))?;
         match &sw.open {
             Some(o) if Arc::ptr_eq(o, view) && o.status() == OpenStatus::Open => Ok(()),
-            _ => Err(StoreError::InvalidArgument("the record was aborted or replaced before its commit".into())),
+            _ => Err(StoreError::InvalidArgument(
+                "the record was aborted or replaced before its commit".into(),
+            )),
         }
     }
 
     fn shard_writer(&mut self, shard: ShardUid) -> Result<&mut ShardWriter, StoreError> {
-        let sw = self.shards.get_mut(&shard).ok_or(StoreError::ShardNotFound(shard))?;
-        if sw.open.as_ref().is_some_and(|o| o.status() == OpenStatus::Aborted) {
+        let sw = self
+            .shards
+            .get_mut(&shard)
+            .ok_or(StoreError::ShardNotFound(shard))?;
+        if sw
+            .open
+            .as_ref()
+            .is_some_and(|o| o.status() == OpenStatus::Aborted)
+        {
             clear_open(sw, OpenStatus::Aborted);
         }
         if sw.poisoned {
@@ -357,7 +464,13 @@ impl Writer {
         Ok(sw)
     }
 
-    fn begin(&mut self, shard: ShardUid, producer_ts_ms: Option<i64>, key: Bytes, flags: u16) -> Result<Arc<OpenRecordView>, StoreError> {
+    fn begin(
+        &mut self,
+        shard: ShardUid,
+        producer_ts_ms: Option<i64>,
+        key: Bytes,
+        flags: u16,
+    ) -> Result<Arc<OpenRecordView>, StoreError> {
         check_key(&key)?;
         let now = self.opts.clock.now_ms();
         let sw = self.shard_writer(shard)?;
@@ -365,7 +478,13 @@ impl Writer {
             return Err(StoreError::ShardBusy(shard));
         }
         let ts = now.max(sw.last_ts_ms);
-        let view = Arc::new(OpenRecordView::new(sw.next_offset, ts, producer_ts_ms, flags, key));
+        let view = Arc::new(OpenRecordView::new(
+            sw.next_offset,
+            ts,
+            producer_ts_ms,
+            flags,
+            key,
+        ));
         sw.open = Some(view.clone());
         sw.shared.tail.send_modify(|t| t.open = Some(view.clone()));
         Ok(view)
@@ -419,7 +538,10 @@ impl Writer {
             self.roll(shard, now)?;
         }
         let interval = self.opts.index_interval_bytes;
-        let sw = self.shards.get_mut(&shard).ok_or(StoreError::ShardNotFound(shard))?;
+        let sw = self
+            .shards
+            .get_mut(&shard)
+            .ok_or(StoreError::ShardNotFound(shard))?;
         let active = sw.active.as_ref().ok_or(StoreError::ShardNotFound(shard))?;
         let p = group.pending.entry(shard).or_insert_with(|| Pending {
             start_len: active.len,
@@ -439,7 +561,9 @@ impl Writer {
         let ts = match &commits_open {
             Some(view) => {
                 if view.offset != p.next_offset {
-                    return Err(StoreError::InvalidArgument("open record offset is out of step with the shard".into()));
+                    return Err(StoreError::InvalidArgument(
+                        "open record offset is out of step with the shard".into(),
+                    ));
                 }
                 view.server_ts_ms
             }
@@ -452,12 +576,21 @@ impl Writer {
             let header = RecordHeader::build(offset, ts, producer_ts_ms, flags, &key, &payload);
             let pos = p.start_len + p.bytes;
             if p.last_idx_pos.is_none_or(|last| pos - last >= interval) {
-                p.idx_entries.push(IndexEntry { offset, pos, server_ts_ms: ts });
+                p.idx_entries.push(IndexEntry {
+                    offset,
+                    pos,
+                    server_ts_ms: ts,
+                });
                 p.last_idx_pos = Some(pos);
             }
             let payload_len: u64 = payload.iter().map(|b| b.len() as u64).sum();
             if let Some(pts) = producer_ts_ms {
-                p.time_entries.push((offset, ts, pts, encode_time_entry(ts, pts, payload_len as u32, flags, &key)));
+                p.time_entries.push((
+                    offset,
+                    ts,
+                    pts,
+                    encode_time_entry(ts, pts, payload_len as u32, flags, &key),
+                ));
             }
             p.push(&header);
             p.push(&key);
@@ -473,7 +606,11 @@ impl Writer {
         if commits_open.is_some() {
             p.commits_open = commits_open;
         }
-        Ok(Appended { first_offset, count, server_ts_ms: ts })
+        Ok(Appended {
+            first_offset,
+            count,
+            server_ts_ms: ts,
+        })
     }
 
     /// The size at which the shard's segment rolls: the configured size, or a quarter of the
@@ -482,7 +619,12 @@ impl Writer {
         let mut max = self.opts.segment_max_bytes;
         if let Some(sw) = self.shards.get(&shard) {
             let catalog = self.shared.catalog();
-            if let Some(budget) = catalog.streams.values().find(|s| s.id == sw.stream_id).and_then(|s| s.byte_budget) {
+            if let Some(budget) = catalog
+                .streams
+                .values()
+                .find(|s| s.id == sw.stream_id)
+                .and_then(|s| s.byte_budget)
+            {
                 max = max.min((budget / 4).max(64 << 10));
             }
         }
@@ -498,13 +640,18 @@ impl Writer {
         let mut written: Vec<ShardUid> = Vec::new();
         for (uid, p) in group.pending.iter_mut() {
             p.seal_scratch();
-            let Some(active) = self.shards.get(uid).and_then(|s| s.active.as_ref()) else { continue };
+            let Some(active) = self.shards.get(uid).and_then(|s| s.active.as_ref()) else {
+                continue;
+            };
             let slices: Vec<IoSlice<'_>> = p.bufs.iter().map(|b| IoSlice::new(b)).collect();
             let idx_bytes: Vec<u8> = p.idx_entries.iter().flat_map(|e| e.encode()).collect();
-            let r = active
-                .file
-                .append(&slices)
-                .and_then(|()| if idx_bytes.is_empty() { Ok(()) } else { active.idx.append(&[IoSlice::new(&idx_bytes)]) });
+            let r = active.file.append(&slices).and_then(|()| {
+                if idx_bytes.is_empty() {
+                    Ok(())
+                } else {
+                    active.idx.append(&[IoSlice::new(&idx_bytes)])
+                }
+            });
             match r {
                 Ok(()) => written.push(*uid),
                 Err(e) => {
@@ -512,7 +659,13 @@ impl Writer {
                     // Undo a partial write so the next record starts where readers expect.
                     let _ = active.file.truncate(p.start_len);
                     let _ = active.idx.truncate(p.start_idx_len);
-                    failed.insert(*uid, StoreError::Io { context: format!("appending to shard {uid}"), source: e });
+                    failed.insert(
+                        *uid,
+                        StoreError::Io {
+                            context: format!("appending to shard {uid}"),
+                            source: e,
+                        },
+                    );
                 }
             }
         }
@@ -520,12 +673,20 @@ impl Writer {
             SyncPolicy::Always => {
                 let files: Vec<(ShardUid, Arc<dyn StoreFile>)> = written
                     .iter()
-                    .filter_map(|uid| Some((*uid, self.shards.get(uid)?.active.as_ref()?.file.clone())))
+                    .filter_map(|uid| {
+                        Some((*uid, self.shards.get(uid)?.active.as_ref()?.file.clone()))
+                    })
                     .collect();
                 for (uid, r) in sync_files(&files, &self.shared) {
                     if let Err(e) = r {
                         let p = &group.pending[&uid];
-                        failed.insert(uid, StoreError::Io { context: format!("syncing shard {uid}"), source: e });
+                        failed.insert(
+                            uid,
+                            StoreError::Io {
+                                context: format!("syncing shard {uid}"),
+                                source: e,
+                            },
+                        );
                         self.fail_sync(uid, p.start_len, p.start_idx_len);
                     }
                 }
@@ -543,7 +704,10 @@ impl Writer {
             SyncPolicy::Never => {}
         }
         // Index the durable records: high-water marks and time entries in one transaction.
-        let ok: Vec<ShardUid> = written.into_iter().filter(|u| !failed.contains_key(u)).collect();
+        let ok: Vec<ShardUid> = written
+            .into_iter()
+            .filter(|u| !failed.contains_key(u))
+            .collect();
         if !ok.is_empty() {
             let durable = self.last_durable.elapsed() >= DURABLE_CATALOG_EVERY;
             let r = self.commit_group_index(group, &ok, durable);
@@ -551,22 +715,33 @@ impl Writer {
         }
         // Publish and resolve.
         for uid in &ok {
-            let Some(p) = group.pending.get(uid) else { continue };
-            let Some(sw) = self.shards.get_mut(uid) else { continue };
+            let Some(p) = group.pending.get(uid) else {
+                continue;
+            };
+            let Some(sw) = self.shards.get_mut(uid) else {
+                continue;
+            };
             publish(sw, p);
             let m = &self.shared.metrics;
             m.appended_records.fetch_add(p.records, Ordering::Relaxed);
             m.appended_bytes.fetch_add(p.bytes, Ordering::Relaxed);
         }
         for w in group.waiters.drain(..) {
-            let Waiter::Append { shard, appended, reply } = w;
+            let Waiter::Append {
+                shard,
+                appended,
+                reply,
+            } = w;
             match failed.get(&shard) {
                 None => {
                     self.shared.metrics.appends.fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Ok(appended));
                 }
                 Some(e) => {
-                    self.shared.metrics.append_errors.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .metrics
+                        .append_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let _ = reply.send(Err(copy_error(e)));
                 }
             }
@@ -587,9 +762,16 @@ impl Writer {
     /// (the kernel may have dropped the dirty pages). Cut the file back to what is known durable
     /// and sync again; if that fails too, stop appending to the shard until a restart recovers it.
     fn fail_sync(&mut self, uid: ShardUid, durable_len: u64, idx_len: u64) {
-        let Some(sw) = self.shards.get_mut(&uid) else { return };
-        let Some(active) = sw.active.as_ref() else { return };
-        let retry = active.file.truncate(durable_len).and_then(|()| active.file.sync_data());
+        let Some(sw) = self.shards.get_mut(&uid) else {
+            return;
+        };
+        let Some(active) = sw.active.as_ref() else {
+            return;
+        };
+        let retry = active
+            .file
+            .truncate(durable_len)
+            .and_then(|()| active.file.sync_data());
         let _ = active.idx.truncate(idx_len);
         if let Err(e) = retry {
             tracing::error!(shard = %uid, error = %e, "segment cannot be made durable; shard stops taking appends");
@@ -599,16 +781,28 @@ impl Writer {
         }
     }
 
-    fn commit_group_index(&mut self, group: &Group, ok: &[ShardUid], durable: bool) -> Result<(), StoreError> {
+    fn commit_group_index(
+        &mut self,
+        group: &Group,
+        ok: &[ShardUid],
+        durable: bool,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable { Durability::Immediate } else { Durability::None })?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         {
             let mut segments = txn.open_table(SEGMENTS)?;
             let mut by_offset = txn.open_table(TIME_BY_OFFSET)?;
             let mut by_producer = txn.open_table(TIME_BY_PRODUCER)?;
             let mut by_server = txn.open_table(TIME_BY_SERVER)?;
             for uid in ok {
-                let (Some(p), Some(active)) = (group.pending.get(uid), self.shards.get(uid).and_then(|s| s.active.as_ref())) else {
+                let (Some(p), Some(active)) = (
+                    group.pending.get(uid),
+                    self.shards.get(uid).and_then(|s| s.active.as_ref()),
+                ) else {
                     continue;
                 };
                 let row = SegmentRow {
@@ -663,7 +857,10 @@ impl Writer {
         if self.opts.sync == SyncPolicy::Never {
             return Ok(());
         }
-        self.opts.fs.sync_dir(dir).map_err(StoreError::io(format!("syncing directory {}", dir.display())))
+        self.opts.fs.sync_dir(dir).map_err(StoreError::io(format!(
+            "syncing directory {}",
+            dir.display()
+        )))
     }
 
     /// Seals the active segment (if any) and starts a new one at the shard's next offset.
@@ -671,7 +868,10 @@ impl Writer {
         self.seal(shard)?;
         let fs = self.opts.fs.clone();
         let interval = self.opts.index_interval_bytes;
-        let sw = self.shards.get(&shard).ok_or(StoreError::ShardNotFound(shard))?;
+        let sw = self
+            .shards
+            .get(&shard)
+            .ok_or(StoreError::ShardNotFound(shard))?;
         let base = sw.next_offset;
         let dir = sw.shared.dir.clone();
         let (path, idx_path) = segment_paths(&dir, base);
@@ -680,17 +880,30 @@ impl Writer {
         // A leftover file at this base holds no acknowledged record (it would have a later base
         // otherwise); start it afresh.
         file.truncate(0).map_err(StoreError::io(ctx.clone()))?;
-        let header = SegmentHeader { shard_uid: shard.0, base_offset: base, created_ms: now_ms }.encode();
-        file.append(&[IoSlice::new(&header)]).map_err(StoreError::io(ctx.clone()))?;
-        self.sync_file(file.as_ref()).map_err(StoreError::io(ctx.clone()))?;
-        let idx = fs.open(&idx_path, true).map_err(StoreError::io(ctx.clone()))?;
+        let header = SegmentHeader {
+            shard_uid: shard.0,
+            base_offset: base,
+            created_ms: now_ms,
+        }
+        .encode();
+        file.append(&[IoSlice::new(&header)])
+            .map_err(StoreError::io(ctx.clone()))?;
+        self.sync_file(file.as_ref())
+            .map_err(StoreError::io(ctx.clone()))?;
+        let idx = fs
+            .open(&idx_path, true)
+            .map_err(StoreError::io(ctx.clone()))?;
         idx.truncate(0).map_err(StoreError::io(ctx.clone()))?;
-        idx.append(&[IoSlice::new(&index_file_header())]).map_err(StoreError::io(ctx))?;
+        idx.append(&[IoSlice::new(&index_file_header())])
+            .map_err(StoreError::io(ctx))?;
         self.sync_dir(&dir)?;
         let view = Arc::new(SegmentView::new(base, path, idx_path, interval));
         view.set_file(file.clone());
         view.set_index(Vec::new());
-        let sw = self.shards.get_mut(&shard).ok_or(StoreError::ShardNotFound(shard))?;
+        let sw = self
+            .shards
+            .get_mut(&shard)
+            .ok_or(StoreError::ShardNotFound(shard))?;
         sw.shared.segments_mut().push(view.clone());
         sw.active = Some(Active {
             view,
@@ -706,10 +919,14 @@ impl Writer {
 
     /// Makes the active segment and its sparse index durable and marks it sealed in the catalog.
     fn seal(&mut self, shard: ShardUid) -> Result<(), StoreError> {
-        let Some(active) = self.shards.get(&shard).and_then(|s| s.active.as_ref()) else { return Ok(()) };
+        let Some(active) = self.shards.get(&shard).and_then(|s| s.active.as_ref()) else {
+            return Ok(());
+        };
         let ctx = format!("sealing {}", active.view.path.display());
-        self.sync_file(active.file.as_ref()).map_err(StoreError::io(ctx.clone()))?;
-        self.sync_file(active.idx.as_ref()).map_err(StoreError::io(ctx))?;
+        self.sync_file(active.file.as_ref())
+            .map_err(StoreError::io(ctx.clone()))?;
+        self.sync_file(active.idx.as_ref())
+            .map_err(StoreError::io(ctx))?;
         let row = SegmentRow {
             sealed: true,
             end_offset: active.view.end_offset(),
@@ -719,7 +936,8 @@ impl Writer {
         };
         let base = active.view.base;
         let txn = self.db.begin_write()?;
-        txn.open_table(SEGMENTS)?.insert((shard.0, base), row.encode().as_slice())?;
+        txn.open_table(SEGMENTS)?
+            .insert((shard.0, base), row.encode().as_slice())?;
         txn.commit()?;
         self.catalog_dirty = false;
         self.last_durable = Instant::now();
@@ -775,7 +993,10 @@ impl Writer {
             };
             next_uid += 1;
             let dir = shard_dir(&self.root, m.uid);
-            self.opts.fs.create_dir_all(&dir).map_err(StoreError::io(format!("creating {}", dir.display())))?;
+            self.opts
+                .fs
+                .create_dir_all(&dir)
+                .map_err(StoreError::io(format!("creating {}", dir.display())))?;
             table.insert(m.uid.0, serde_json::to_vec(&m)?.as_slice())?;
             out.push(m);
         }
@@ -790,7 +1011,12 @@ impl Writer {
             let shared = Arc::new(ShardShared::new(
                 shard_dir(&self.root, m.uid),
                 Vec::new(),
-                Tail { next_offset: 0, last_server_ts_ms: i64::MIN, open: None, state: ShardState::Open },
+                Tail {
+                    next_offset: 0,
+                    last_server_ts_ms: i64::MIN,
+                    open: None,
+                    state: ShardState::Open,
+                },
             ));
             map.insert(m.uid, shared.clone());
             self.shards.insert(
@@ -836,7 +1062,8 @@ impl Writer {
             created_ms: now,
             status: new.status,
         };
-        txn.open_table(STREAMS)?.insert(meta.name.as_str(), serde_json::to_vec(&meta)?.as_slice())?;
+        txn.open_table(STREAMS)?
+            .insert(meta.name.as_str(), serde_json::to_vec(&meta)?.as_slice())?;
         let shards = self.add_shards(&txn, id, 0, new.shards, now)?;
         txn.commit()?;
         self.committed_durably();
@@ -849,12 +1076,27 @@ impl Writer {
         Ok(StreamInfo { meta, shards })
     }
 
-    fn update_stream(&mut self, name: &str, expected: Option<u64>, update: StreamUpdate) -> Result<StreamMeta, StoreError> {
-        let old = self.shared.catalog().streams.get(name).cloned().ok_or_else(|| StoreError::StreamNotFound(name.into()))?;
+    fn update_stream(
+        &mut self,
+        name: &str,
+        expected: Option<u64>,
+        update: StreamUpdate,
+    ) -> Result<StreamMeta, StoreError> {
+        let old = self
+            .shared
+            .catalog()
+            .streams
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StoreError::StreamNotFound(name.into()))?;
         if let Some(expected) = expected
             && expected != old.version
         {
-            return Err(StoreError::VersionMismatch { stream: name.into(), expected, actual: old.version });
+            return Err(StoreError::VersionMismatch {
+                stream: name.into(),
+                expected,
+                actual: old.version,
+            });
         }
         let mut meta = old.clone();
         update(&mut meta)?;
@@ -864,26 +1106,45 @@ impl Writer {
         meta.created_ms = old.created_ms;
         meta.version = old.version + 1;
         let txn = self.durable_txn()?;
-        txn.open_table(STREAMS)?.insert(name, serde_json::to_vec(&meta)?.as_slice())?;
+        txn.open_table(STREAMS)?
+            .insert(name, serde_json::to_vec(&meta)?.as_slice())?;
         txn.commit()?;
         self.committed_durably();
-        self.shared.catalog_mut().streams.insert(name.to_string(), meta.clone());
+        self.shared
+            .catalog_mut()
+            .streams
+            .insert(name.to_string(), meta.clone());
         Ok(meta)
     }
 
-    fn reshard(&mut self, name: &str, close: &[u32], open: Vec<NewShard>) -> Result<StreamInfo, StoreError> {
-        let info = self.shared.catalog().stream_info(name).ok_or_else(|| StoreError::StreamNotFound(name.into()))?;
+    fn reshard(
+        &mut self,
+        name: &str,
+        close: &[u32],
+        open: Vec<NewShard>,
+    ) -> Result<StreamInfo, StoreError> {
+        let info = self
+            .shared
+            .catalog()
+            .stream_info(name)
+            .ok_or_else(|| StoreError::StreamNotFound(name.into()))?;
         let mut closing = Vec::new();
         for index in close {
             let m = info
                 .shards
                 .iter()
                 .find(|s| s.index == *index)
-                .ok_or_else(|| StoreError::InvalidArgument(format!("stream {name:?} has no shard {index}")))?;
+                .ok_or_else(|| {
+                    StoreError::InvalidArgument(format!("stream {name:?} has no shard {index}"))
+                })?;
             if !m.is_open() {
                 return Err(StoreError::ShardClosed(m.uid));
             }
-            if self.shards.get(&m.uid).is_some_and(|w| w.open.as_ref().is_some_and(|o| o.status() == OpenStatus::Open)) {
+            if self.shards.get(&m.uid).is_some_and(|w| {
+                w.open
+                    .as_ref()
+                    .is_some_and(|o| o.status() == OpenStatus::Open)
+            }) {
                 return Err(StoreError::ShardBusy(m.uid));
             }
             closing.push(m.clone());
@@ -924,11 +1185,17 @@ impl Writer {
         for m in closed.into_iter().chain(created) {
             catalog.insert_shard(m);
         }
-        catalog.stream_info(name).ok_or_else(|| StoreError::StreamNotFound(name.into()))
+        catalog
+            .stream_info(name)
+            .ok_or_else(|| StoreError::StreamNotFound(name.into()))
     }
 
     fn delete_stream(&mut self, name: &str) -> Result<(), StoreError> {
-        let info = self.shared.catalog().stream_info(name).ok_or_else(|| StoreError::StreamNotFound(name.into()))?;
+        let info = self
+            .shared
+            .catalog()
+            .stream_info(name)
+            .ok_or_else(|| StoreError::StreamNotFound(name.into()))?;
         let txn = self.durable_txn()?;
         txn.open_table(STREAMS)?.remove(name)?;
         {
@@ -989,22 +1256,32 @@ impl Writer {
         let now = self.opts.clock.now_ms();
         let streams: Vec<StreamInfo> = {
             let catalog = self.shared.catalog();
-            catalog.streams.keys().filter_map(|n| catalog.stream_info(n)).collect()
+            catalog
+                .streams
+                .keys()
+                .filter_map(|n| catalog.stream_info(n))
+                .collect()
         };
         // (shard, segment) pairs to remove, oldest first within each shard.
         let mut doomed: Vec<(ShardUid, Arc<SegmentView>)> = Vec::new();
         for info in &streams {
-            let cutoff = now.saturating_sub(i64::try_from(info.meta.retention_ms).unwrap_or(i64::MAX));
-            let mut queues: Vec<(ShardUid, std::collections::VecDeque<Arc<SegmentView>>)> = Vec::new();
+            let cutoff =
+                now.saturating_sub(i64::try_from(info.meta.retention_ms).unwrap_or(i64::MAX));
+            let mut queues: Vec<(ShardUid, std::collections::VecDeque<Arc<SegmentView>>)> =
+                Vec::new();
             for s in &info.shards {
-                let Some(w) = self.shards.get(&s.uid) else { continue };
+                let Some(w) = self.shards.get(&s.uid) else {
+                    continue;
+                };
                 let busy = w.open.is_some();
                 let segs = w.shared.segments();
                 let last = segs.len().saturating_sub(1);
-                let mut keep: std::collections::VecDeque<Arc<SegmentView>> = segs.iter().cloned().collect();
+                let mut keep: std::collections::VecDeque<Arc<SegmentView>> =
+                    segs.iter().cloned().collect();
                 while let Some(seg) = keep.front() {
                     let is_active = keep.len() - 1 == 0 && last == segs.len() - 1;
-                    let expired = !seg.is_empty() && seg.last_ts_ms.load(Ordering::Acquire) < cutoff;
+                    let expired =
+                        !seg.is_empty() && seg.last_ts_ms.load(Ordering::Acquire) < cutoff;
                     if !expired || (is_active && busy) {
                         break;
                     }
@@ -1015,7 +1292,11 @@ impl Writer {
                 queues.push((s.uid, keep));
             }
             if let Some(budget) = info.meta.byte_budget {
-                let mut total: u64 = queues.iter().flat_map(|(_, q)| q.iter()).map(|s| s.bytes()).sum();
+                let mut total: u64 = queues
+                    .iter()
+                    .flat_map(|(_, q)| q.iter())
+                    .map(|s| s.bytes())
+                    .sum();
                 while total > budget {
                     // Oldest first across the stream's shards.
                     let Some(i) = queues
@@ -1023,9 +1304,13 @@ impl Writer {
                         .enumerate()
                         .filter(|(_, (uid, q))| {
                             q.front().is_some_and(|s| !s.is_empty())
-                                && !(q.len() == 1 && self.shards.get(uid).is_some_and(|w| w.open.is_some()))
+                                && !(q.len() == 1
+                                    && self.shards.get(uid).is_some_and(|w| w.open.is_some()))
                         })
-                        .min_by_key(|(_, (_, q))| q.front().map_or(i64::MAX, |s| s.last_ts_ms.load(Ordering::Acquire)))
+                        .min_by_key(|(_, (_, q))| {
+                            q.front()
+                                .map_or(i64::MAX, |s| s.last_ts_ms.load(Ordering::Acquire))
+                        })
                         .map(|(i, _)| i)
                     else {
                         break;
@@ -1096,19 +1381,27 @@ impl Writer {
                 w.shared.tail.send_modify(|_| {});
             }
         }
-        let dirs: std::collections::BTreeSet<PathBuf> =
-            doomed.iter().filter_map(|(uid, _)| self.shards.get(uid).map(|w| w.shared.dir.clone())).collect();
+        let dirs: std::collections::BTreeSet<PathBuf> = doomed
+            .iter()
+            .filter_map(|(uid, _)| self.shards.get(uid).map(|w| w.shared.dir.clone()))
+            .collect();
         for dir in dirs {
             let _ = self.sync_dir(&dir);
         }
-        self.shared.metrics.segments_deleted.fetch_add(report.segments_deleted, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .segments_deleted
+            .fetch_add(report.segments_deleted, Ordering::Relaxed);
         Ok(report)
     }
 }
 
 fn check_key(key: &Bytes) -> Result<(), StoreError> {
     if key.len() > usize::from(u16::MAX) {
-        return Err(StoreError::InvalidArgument(format!("record key of {} bytes exceeds 65535", key.len())));
+        return Err(StoreError::InvalidArgument(format!(
+            "record key of {} bytes exceeds 65535",
+            key.len()
+        )));
     }
     Ok(())
 }
@@ -1122,7 +1415,9 @@ fn clear_open(sw: &mut ShardWriter, status: OpenStatus) {
 
 /// Makes a shard's staged records visible: extent, sparse index, tail.
 fn publish(sw: &mut ShardWriter, p: &Pending) {
-    let Some(active) = sw.active.as_mut() else { return };
+    let Some(active) = sw.active.as_mut() else {
+        return;
+    };
     active.len = p.start_len + p.bytes;
     active.idx_len = p.start_idx_len + (p.idx_entries.len() * INDEX_ENTRY_LEN) as u64;
     active.first_ts_ms = p.first_ts_ms;
@@ -1135,7 +1430,10 @@ fn publish(sw: &mut ShardWriter, p: &Pending) {
     view.end_offset.store(p.next_offset, Ordering::Release);
     sw.next_offset = p.next_offset;
     sw.last_ts_ms = p.last_ts_ms;
-    let committed = p.commits_open.as_ref().is_some_and(|v| sw.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, v)));
+    let committed = p
+        .commits_open
+        .as_ref()
+        .is_some_and(|v| sw.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, v)));
     if committed {
         sw.open = None;
     }
@@ -1153,7 +1451,10 @@ fn publish(sw: &mut ShardWriter, p: &Pending) {
 }
 
 /// fdatasyncs files, in parallel when there are several (the device queues them together).
-fn sync_files(files: &[(ShardUid, Arc<dyn StoreFile>)], shared: &StoreShared) -> Vec<(ShardUid, std::io::Result<()>)> {
+fn sync_files(
+    files: &[(ShardUid, Arc<dyn StoreFile>)],
+    shared: &StoreShared,
+) -> Vec<(ShardUid, std::io::Result<()>)> {
     let timed = |f: &dyn StoreFile| {
         let t = Instant::now();
         let r = f.sync_data();
@@ -1168,7 +1469,14 @@ fn sync_files(files: &[(ShardUid, Arc<dyn StoreFile>)], shared: &StoreShared) ->
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(per)
-            .map(|chunk| s.spawn(move || chunk.iter().map(|(u, f)| (*u, timed(f.as_ref()))).collect::<Vec<_>>()))
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|(u, f)| (*u, timed(f.as_ref())))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -1179,7 +1487,10 @@ fn sync_files(files: &[(ShardUid, Arc<dyn StoreFile>)], shared: &StoreShared) ->
 
 fn copy_error(e: &StoreError) -> StoreError {
     match e {
-        StoreError::Io { context, source } => StoreError::Io { context: context.clone(), source: io_copy(source) },
+        StoreError::Io { context, source } => StoreError::Io {
+            context: context.clone(),
+            source: io_copy(source),
+        },
         StoreError::Poisoned(u) => StoreError::Poisoned(*u),
         other => StoreError::Catalog(other.to_string()),
     }

@@ -15,20 +15,45 @@ use timeshard_storage::fs::{Fault, FaultyFs, Fs};
 use timeshard_storage::{NewRecord, Position, ReadLimits, ShardUid, Store, StoreError};
 
 fn rec(i: u64) -> NewRecord {
-    NewRecord { key: Bytes::from(format!("k{i}")), payload: payload(i, 100 + (i as usize % 700)), ..Default::default() }
+    NewRecord {
+        key: Bytes::from(format!("k{i}")),
+        payload: payload(i, 100 + (i as usize % 700)),
+        ..Default::default()
+    }
 }
 
 async fn all(store: &Store, shard: ShardUid) -> Vec<(u64, Bytes)> {
-    let b = store.read(shard, Position::Oldest, ReadLimits { max_records: usize::MAX, max_bytes: usize::MAX }).await.unwrap();
-    b.records.into_iter().map(|r| (r.offset, r.payload)).collect()
+    let b = store
+        .read(
+            shard,
+            Position::Oldest,
+            ReadLimits {
+                max_records: usize::MAX,
+                max_bytes: usize::MAX,
+            },
+        )
+        .await
+        .unwrap();
+    b.records
+        .into_iter()
+        .map(|r| (r.offset, r.payload))
+        .collect()
 }
 
 fn expected(seeds: &[u64]) -> Vec<(u64, Bytes)> {
-    seeds.iter().enumerate().map(|(o, s)| (o as u64, rec(*s).payload)).collect()
+    seeds
+        .iter()
+        .enumerate()
+        .map(|(o, s)| (o as u64, rec(*s).payload))
+        .collect()
 }
 
 fn setup() -> (tempfile::TempDir, Arc<ManualClock>, Arc<FaultyFs>) {
-    (tempfile::tempdir().unwrap(), Arc::new(ManualClock::new(1_000)), Arc::new(FaultyFs::new()))
+    (
+        tempfile::tempdir().unwrap(),
+        Arc::new(ManualClock::new(1_000)),
+        Arc::new(FaultyFs::new()),
+    )
 }
 
 fn opts(clock: &Arc<ManualClock>, fs: &Arc<FaultyFs>) -> timeshard_storage::options::StoreOptions {
@@ -86,16 +111,29 @@ async fn failed_fsync_is_not_acknowledged_and_is_rolled_back() {
     fs.inject(".seg", Fault::FailSync);
     let err = store.append(shard, vec![rec(50)]).await.unwrap_err();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
-    assert!(!tail.has_changed().unwrap(), "readers were never shown the unsynced record");
+    assert!(
+        !tail.has_changed().unwrap(),
+        "readers were never shown the unsynced record"
+    );
     assert_eq!(all(&store, shard).await, expected(&[0, 1]));
     // The retry sync worked, so the shard carries on.
-    assert_eq!(store.append(shard, vec![rec(2)]).await.unwrap().first_offset, 2);
+    assert_eq!(
+        store
+            .append(shard, vec![rec(2)])
+            .await
+            .unwrap()
+            .first_offset,
+        2
+    );
 
     // Two failures in a row: the shard stops taking appends, reads still work.
     fs.inject(".seg", Fault::FailSync);
     fs.inject(".seg", Fault::FailSync);
     assert!(store.append(shard, vec![rec(60)]).await.is_err());
-    assert!(matches!(store.append(shard, vec![rec(61)]).await, Err(StoreError::Poisoned(_))));
+    assert!(matches!(
+        store.append(shard, vec![rec(61)]).await,
+        Err(StoreError::Poisoned(_))
+    ));
     assert_eq!(all(&store, shard).await, expected(&[0, 1, 2]));
 
     // A restart recovers the shard; nothing unacknowledged reads back.
@@ -103,7 +141,14 @@ async fn failed_fsync_is_not_acknowledged_and_is_rolled_back() {
     drop(store);
     let store = open(dir.path(), opts(&clock, &fs));
     assert_eq!(all(&store, shard).await, expected(&[0, 1, 2]));
-    assert_eq!(store.append(shard, vec![rec(3)]).await.unwrap().first_offset, 3);
+    assert_eq!(
+        store
+            .append(shard, vec![rec(3)])
+            .await
+            .unwrap()
+            .first_offset,
+        3
+    );
     assert_eq!(all(&store, shard).await, expected(&[0, 1, 2, 3]));
 }
 
@@ -119,18 +164,31 @@ async fn torn_and_zeroed_tails_are_truncated_on_open() {
     store.close();
     drop(store);
     let shard_dir = dir.path().join("shards").join(format!("{:020}", shard.0));
-    let mut segs: Vec<_> = std::fs::read_dir(&shard_dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "seg")).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
     segs.sort();
     let last = segs.last().unwrap().clone();
 
     for damage in [&[0x55u8; 37][..], &[0u8; 4096][..], &rec(999).payload[..]] {
         let before = std::fs::metadata(&last).unwrap().len();
-        std::fs::OpenOptions::new().append(true).open(&last).unwrap().write_all(damage).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap()
+            .write_all(damage)
+            .unwrap();
         let store = open(dir.path(), opts(&clock, &fs));
         assert_eq!(all(&store, shard).await, expected(&seeds));
         store.close();
         drop(store);
-        assert_eq!(std::fs::metadata(&last).unwrap().len(), before, "the damage was cut off");
+        assert_eq!(
+            std::fs::metadata(&last).unwrap().len(),
+            before,
+            "the damage was cut off"
+        );
     }
 
     // A record cut in half (a torn write the process did not live to undo).
@@ -142,7 +200,14 @@ async fn torn_and_zeroed_tails_are_truncated_on_open() {
     let got = all(&store, shard).await;
     assert_eq!(got, expected(&seeds[..seeds.len() - 1]));
     // The offset of the lost record is reused by the next append.
-    assert_eq!(store.append(shard, vec![rec(1000)]).await.unwrap().first_offset, 29);
+    assert_eq!(
+        store
+            .append(shard, vec![rec(1000)])
+            .await
+            .unwrap()
+            .first_offset,
+        29
+    );
 }
 
 #[tokio::test]
@@ -169,9 +234,22 @@ async fn damaged_sparse_index_is_rebuilt() {
     }
     let store = open(dir.path(), opts(&clock, &fs));
     assert_eq!(all(&store, shard).await, expected(&seeds));
-    assert!(store.shard_stats(shard).unwrap().segments > 2, "the test needs sealed segments");
+    assert!(
+        store.shard_stats(shard).unwrap().segments > 2,
+        "the test needs sealed segments"
+    );
     for (o, s) in seeds.iter().enumerate().step_by(7) {
-        let b = store.read(shard, Position::At(o as u64), ReadLimits { max_records: 1, max_bytes: 1 }).await.unwrap();
+        let b = store
+            .read(
+                shard,
+                Position::At(o as u64),
+                ReadLimits {
+                    max_records: 1,
+                    max_bytes: 1,
+                },
+            )
+            .await
+            .unwrap();
         assert_eq!(b.records[0].payload, rec(*s).payload);
     }
 }
@@ -180,5 +258,8 @@ async fn damaged_sparse_index_is_rebuilt() {
 async fn a_directory_cannot_be_opened_twice() {
     let (dir, clock, fs) = setup();
     let _store = open(dir.path(), opts(&clock, &fs));
-    assert!(matches!(Store::open(dir.path(), opts(&clock, &fs)), Err(StoreError::Locked(_))));
+    assert!(matches!(
+        Store::open(dir.path(), opts(&clock, &fs)),
+        Err(StoreError::Locked(_))
+    ));
 }

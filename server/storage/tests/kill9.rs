@@ -36,25 +36,45 @@ fn record(seed: u64) -> NewRecord {
         1 | 2 => 3_000,
         _ => 200 + (seed % 500) as usize,
     };
-    NewRecord { key: Bytes::from(seed.to_string()), payload: payload(seed, len), producer_ts_ms: (seed % 3 == 0).then_some(seed as i64), flags: 0 }
+    NewRecord {
+        key: Bytes::from(seed.to_string()),
+        payload: payload(seed, len),
+        producer_ts_ms: seed.is_multiple_of(3).then_some(seed as i64),
+        flags: 0,
+    }
 }
 
 /// Child side: runs until killed. Appenders take seeds from disjoint sequences and print
 /// `ACK <shard> <first offset> <seed> <seed> ...` once an append resolves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let store = Store::open(Path::new(&dir), opts()).unwrap();
     let info = match store.stream("crash") {
         Some(i) => i,
-        None => store.create_stream(new_stream("crash", StreamKind::Video, 3, u64::MAX / 4)).await.unwrap(),
+        None => store
+            .create_stream(new_stream("crash", StreamKind::Video, 3, u64::MAX / 4))
+            .await
+            .unwrap(),
     };
-    let start: u64 = std::env::var("TIMESHARD_KILL9_SEED").unwrap().parse().unwrap();
+    let start: u64 = std::env::var("TIMESHARD_KILL9_SEED")
+        .unwrap()
+        .parse()
+        .unwrap();
     println!("READY");
-    let mut tasks = Vec::new();
-    for (lane, shard) in info.shards.iter().map(|s| s.uid).cycle().take(6).enumerate() {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (lane, shard) in info
+        .shards
+        .iter()
+        .map(|s| s.uid)
+        .cycle()
+        .take(6)
+        .enumerate()
+    {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let mut seed = start + lane as u64 * 1_000_000;
             loop {
                 let n = 1 + seed % 5;
@@ -63,7 +83,10 @@ async fn kill9_child() {
                 let first = if lane == 5 {
                     // Open records: pushed in pieces, then committed.
                     let r = record(seeds[0]);
-                    let open = match store.begin_record(shard, r.producer_ts_ms, r.key.clone(), 0).await {
+                    let open = match store
+                        .begin_record(shard, r.producer_ts_ms, r.key.clone(), 0)
+                        .await
+                    {
                         Ok(o) => o,
                         Err(_) => continue, // another lane's append holds the shard; try again
                     };
@@ -74,7 +97,10 @@ async fn kill9_child() {
                     println!("ACK {} {} {}", shard.0, a.first_offset, seeds[0]);
                     continue;
                 } else {
-                    match store.append(shard, seeds.iter().map(|s| record(*s)).collect()).await {
+                    match store
+                        .append(shard, seeds.iter().map(|s| record(*s)).collect())
+                        .await
+                    {
                         Ok(a) => a.first_offset,
                         Err(timeshard_storage::StoreError::ShardBusy(_)) => continue,
                         Err(e) => panic!("{e}"),
@@ -83,37 +109,68 @@ async fn kill9_child() {
                 let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
                 println!("ACK {} {} {}", shard.0, first, list.join(" "));
             }
-        }));
+        });
     }
-    for t in tasks {
-        t.await.unwrap();
+    // The appenders never return: they run until the parent kills this process. A panic in one
+    // ends the child, and the parent then finds it stopped acknowledging.
+    if let Some(Err(e)) = tasks.join_next().await {
+        panic!("an appender failed: {e}");
     }
 }
 
 fn verify(dir: &Path, acked: &BTreeMap<(u64, u64), u64>) -> usize {
     let store = Store::open(dir, opts()).expect("the store always opens after a kill");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut total = 0;
     let info = store.stream("crash");
     for shard in info.iter().flat_map(|i| i.shards.iter()).map(|s| s.uid) {
         let batch = rt
-            .block_on(store.read(shard, Position::Oldest, ReadLimits { max_records: usize::MAX, max_bytes: usize::MAX }))
+            .block_on(store.read(
+                shard,
+                Position::Oldest,
+                ReadLimits {
+                    max_records: usize::MAX,
+                    max_bytes: usize::MAX,
+                },
+            ))
             .expect("no record reads back corrupted");
         // Every stored record is well-formed: dense offsets, and a payload matching its seed.
         for (i, r) in batch.records.iter().enumerate() {
             assert_eq!(r.offset, i as u64, "offsets are dense in shard {}", shard.0);
             let seed: u64 = std::str::from_utf8(&r.key).unwrap().parse().unwrap();
-            assert_eq!(r.payload, record(seed).payload, "record {} of shard {} is intact", r.offset, shard.0);
+            assert_eq!(
+                r.payload,
+                record(seed).payload,
+                "record {} of shard {} is intact",
+                r.offset,
+                shard.0
+            );
         }
         total += batch.records.len();
     }
     // Every acknowledged record is there, byte-identical, at the offset it was acknowledged with.
     for ((shard, offset), seed) in acked {
         let b = rt
-            .block_on(store.read(ShardUid(*shard), Position::At(*offset), ReadLimits { max_records: 1, max_bytes: 1 }))
+            .block_on(store.read(
+                ShardUid(*shard),
+                Position::At(*offset),
+                ReadLimits {
+                    max_records: 1,
+                    max_bytes: 1,
+                },
+            ))
             .unwrap();
-        let r = b.records.first().unwrap_or_else(|| panic!("acknowledged record {shard}/{offset} is missing"));
-        assert_eq!(r.offset, *offset, "acknowledged record {shard}/{offset} is missing");
+        let r = b
+            .records
+            .first()
+            .unwrap_or_else(|| panic!("acknowledged record {shard}/{offset} is missing"));
+        assert_eq!(
+            r.offset, *offset,
+            "acknowledged record {shard}/{offset} is missing"
+        );
         assert_eq!(&r.key[..], seed.to_string().as_bytes());
         assert_eq!(r.payload, record(*seed).payload);
     }
@@ -126,7 +183,10 @@ fn kill9_cycles() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let cycles: u64 = std::env::var("TIMESHARD_KILL9_CYCLES").ok().and_then(|s| s.parse().ok()).unwrap_or(24);
+    let cycles: u64 = std::env::var("TIMESHARD_KILL9_CYCLES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(24);
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = Rng(0x5EED);
@@ -136,7 +196,10 @@ fn kill9_cycles() {
         let mut child = Command::new(&exe)
             .args(["--exact", "kill9_child", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
-            .env("TIMESHARD_KILL9_SEED", ((cycle + 1) * 100_000_000).to_string())
+            .env(
+                "TIMESHARD_KILL9_SEED",
+                ((cycle + 1) * 100_000_000).to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -154,7 +217,9 @@ fn kill9_cycles() {
         // Wait for the child to be appending, then kill it at a random moment.
         let ready_by = Instant::now() + Duration::from_secs(60);
         loop {
-            let line = rx.recv_timeout(ready_by.saturating_duration_since(Instant::now())).expect("child started");
+            let line = rx
+                .recv_timeout(ready_by.saturating_duration_since(Instant::now()))
+                .expect("child started");
             if line.ends_with("READY") {
                 break;
             }
@@ -169,7 +234,9 @@ fn kill9_cycles() {
             if parts.first() != Some(&"ACK") || parts.len() < 4 {
                 continue;
             }
-            let (Ok(shard), Ok(first)) = (parts[1].parse::<u64>(), parts[2].parse::<u64>()) else { continue };
+            let (Ok(shard), Ok(first)) = (parts[1].parse::<u64>(), parts[2].parse::<u64>()) else {
+                continue;
+            };
             for (i, s) in parts[3..].iter().enumerate() {
                 if let Ok(seed) = s.parse::<u64>() {
                     acked.insert((shard, first + i as u64), seed);
@@ -178,7 +245,14 @@ fn kill9_cycles() {
         }
         records_seen = verify(dir.path(), &acked);
     }
-    eprintln!("{cycles} kill cycles: {} acknowledged records verified, {records_seen} stored", acked.len());
-    assert!(acked.len() > 100, "the children acknowledged only {} records", acked.len());
+    eprintln!(
+        "{cycles} kill cycles: {} acknowledged records verified, {records_seen} stored",
+        acked.len()
+    );
+    assert!(
+        acked.len() > 100,
+        "the children acknowledged only {} records",
+        acked.len()
+    );
     assert!(records_seen >= acked.len());
 }

@@ -56,13 +56,20 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
     let stats = store.shard_stats(shard).unwrap();
     assert_eq!(stats.next_offset, next, "tail of {shard}");
     let trim = stats.trim_horizon;
-    assert_eq!(trim, recs.first().map_or(next, |r| r.offset), "trim horizon of {shard}");
+    assert_eq!(
+        trim,
+        recs.first().map_or(next, |r| r.offset),
+        "trim horizon of {shard}"
+    );
 
     // Read everything in random-sized pages from the oldest.
     let mut got = Vec::new();
     let mut pos = Position::Oldest;
     loop {
-        let limits = ReadLimits { max_records: 1 + rng.below(50) as usize, max_bytes: 1 + rng.below(100_000) as usize };
+        let limits = ReadLimits {
+            max_records: 1 + rng.below(50) as usize,
+            max_bytes: 1 + rng.below(100_000) as usize,
+        };
         let batch = store.read(shard, pos, limits).await.unwrap();
         if batch.records.is_empty() {
             assert_eq!(batch.next_offset, next);
@@ -75,7 +82,14 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
     let want: Vec<M> = recs.clone();
     let got: Vec<M> = got
         .into_iter()
-        .map(|r| M { offset: r.offset, server_ts: r.server_ts_ms, producer_ts: r.producer_ts_ms, flags: r.flags, key: r.key, payload: r.payload })
+        .map(|r| M {
+            offset: r.offset,
+            server_ts: r.server_ts_ms,
+            producer_ts: r.producer_ts_ms,
+            flags: r.flags,
+            key: r.key,
+            payload: r.payload,
+        })
         .collect();
     assert_eq!(got.len(), want.len(), "record count of {shard}");
     assert!(got == want, "records of {shard} differ from the model");
@@ -86,36 +100,107 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
             break;
         }
         let r = &recs[rng.below(recs.len() as u64) as usize];
-        let one = ReadLimits { max_records: 1, max_bytes: 1 };
-        let at = store.read(shard, Position::At(r.offset), one).await.unwrap();
+        let one = ReadLimits {
+            max_records: 1,
+            max_bytes: 1,
+        };
+        let at = store
+            .read(shard, Position::At(r.offset), one)
+            .await
+            .unwrap();
         assert_eq!(at.records[0].offset, r.offset);
-        let after = store.read(shard, Position::After(r.offset), one).await.unwrap();
-        assert_eq!(after.records.first().map(|x| x.offset), recs.iter().find(|x| x.offset > r.offset).map(|x| x.offset));
-        let by_time = store.read(shard, Position::AtServerTime(r.server_ts), one).await.unwrap();
-        let expect = recs.iter().find(|x| x.server_ts >= r.server_ts).map(|x| x.offset);
+        let after = store
+            .read(shard, Position::After(r.offset), one)
+            .await
+            .unwrap();
+        assert_eq!(
+            after.records.first().map(|x| x.offset),
+            recs.iter().find(|x| x.offset > r.offset).map(|x| x.offset)
+        );
+        let by_time = store
+            .read(shard, Position::AtServerTime(r.server_ts), one)
+            .await
+            .unwrap();
+        let expect = recs
+            .iter()
+            .find(|x| x.server_ts >= r.server_ts)
+            .map(|x| x.offset);
         assert_eq!(by_time.records.first().map(|x| x.offset), expect);
     }
     // Below the trim horizon reads start at it.
     if trim > 0 {
-        let b = store.read(shard, Position::At(trim - 1), ReadLimits { max_records: 1, max_bytes: 1 }).await.unwrap();
-        assert_eq!(b.records.first().map(|x| x.offset), recs.first().map(|x| x.offset));
+        let b = store
+            .read(
+                shard,
+                Position::At(trim - 1),
+                ReadLimits {
+                    max_records: 1,
+                    max_bytes: 1,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            b.records.first().map(|x| x.offset),
+            recs.first().map(|x| x.offset)
+        );
     }
     assert_eq!(store.resolve(shard, Position::Latest).await.unwrap(), next);
 
     // The time index holds exactly the kept records with a producer timestamp.
-    let mut indexed: Vec<(i64, u64)> = recs.iter().filter_map(|r| r.producer_ts.map(|p| (p, r.offset))).collect();
+    let mut indexed: Vec<(i64, u64)> = recs
+        .iter()
+        .filter_map(|r| r.producer_ts.map(|p| (p, r.offset)))
+        .collect();
     indexed.sort();
-    let got = store.time_range(shard, TimeKind::Producer, i64::MIN, i64::MAX, None, usize::MAX).await.unwrap();
-    assert_eq!(got.iter().map(|e| (e.producer_ts_ms, e.offset)).collect::<Vec<_>>(), indexed, "time index of {shard}");
+    let got = store
+        .time_range(
+            shard,
+            TimeKind::Producer,
+            i64::MIN,
+            i64::MAX,
+            None,
+            usize::MAX,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.iter()
+            .map(|e| (e.producer_ts_ms, e.offset))
+            .collect::<Vec<_>>(),
+        indexed,
+        "time index of {shard}"
+    );
     if let Some(&(lo, _)) = indexed.first() {
         let hi = lo + rng.below(300_000) as i64;
-        let want: Vec<u64> = indexed.iter().filter(|(p, _)| *p >= lo && *p <= hi).map(|(_, o)| *o).collect();
-        let got = store.time_range(shard, TimeKind::Producer, lo, hi, None, usize::MAX).await.unwrap();
+        let want: Vec<u64> = indexed
+            .iter()
+            .filter(|(p, _)| *p >= lo && *p <= hi)
+            .map(|(_, o)| *o)
+            .collect();
+        let got = store
+            .time_range(shard, TimeKind::Producer, lo, hi, None, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(got.iter().map(|e| e.offset).collect::<Vec<_>>(), want);
     }
-    let by_server = store.time_range(shard, TimeKind::Server, i64::MIN, i64::MAX, None, usize::MAX).await.unwrap();
+    let by_server = store
+        .time_range(
+            shard,
+            TimeKind::Server,
+            i64::MIN,
+            i64::MAX,
+            None,
+            usize::MAX,
+        )
+        .await
+        .unwrap();
     assert_eq!(by_server.len(), indexed.len());
-    assert!(by_server.windows(2).all(|w| (w[0].server_ts_ms, w[0].offset) < (w[1].server_ts_ms, w[1].offset)));
+    assert!(
+        by_server
+            .windows(2)
+            .all(|w| (w[0].server_ts_ms, w[0].offset) < (w[1].server_ts_ms, w[1].offset))
+    );
 }
 
 /// Runs one seed; returns how many records retention removed.
@@ -128,10 +213,21 @@ async fn run(seed: u64, ops: usize) -> usize {
     opts.segment_max_bytes = 8 << 10 << rng.below(4);
     opts.index_interval_bytes = 256 << rng.below(5);
     let mut store = open(dir.path(), opts.clone());
-    let mut model = Model { shards: BTreeMap::new(), next: BTreeMap::new(), last_ts: BTreeMap::new(), retention_ms: BTreeMap::new() };
+    let mut model = Model {
+        shards: BTreeMap::new(),
+        next: BTreeMap::new(),
+        last_ts: BTreeMap::new(),
+        retention_ms: BTreeMap::new(),
+    };
     let mut video_shards = Vec::new();
-    for (name, kind, n, retention) in [("data", StreamKind::Data, 3, 3_600_000u64), ("video", StreamKind::Video, 1, 600_000)] {
-        let info = store.create_stream(new_stream(name, kind, n, retention)).await.unwrap();
+    for (name, kind, n, retention) in [
+        ("data", StreamKind::Data, 3, 3_600_000u64),
+        ("video", StreamKind::Video, 1, 600_000),
+    ] {
+        let info = store
+            .create_stream(new_stream(name, kind, n, retention))
+            .await
+            .unwrap();
         for s in info.shards {
             model.shards.insert(s.uid, Vec::new());
             model.next.insert(s.uid, 0);
@@ -162,7 +258,10 @@ async fn run(seed: u64, ops: usize) -> usize {
             }
             60..=69 => {
                 let r = gen_record(&mut rng, true);
-                let open = store.begin_record(shard, r.producer_ts_ms, r.key.clone(), r.flags).await.unwrap();
+                let open = store
+                    .begin_record(shard, r.producer_ts_ms, r.key.clone(), r.flags)
+                    .await
+                    .unwrap();
                 let cut = r.payload.len() / 2;
                 open.push(r.payload.slice(..cut)).unwrap();
                 open.push(r.payload.slice(cut..)).unwrap();
@@ -183,7 +282,11 @@ async fn run(seed: u64, ops: usize) -> usize {
                     let cutoff = now - model.retention_ms[s] as i64;
                     let recs = model.shards.get_mut(s).unwrap();
                     for gone in recs.iter().filter(|r| r.offset < trim) {
-                        assert!(gone.server_ts < cutoff, "retention removed record {} of {s} that had not expired", gone.offset);
+                        assert!(
+                            gone.server_ts < cutoff,
+                            "retention removed record {} of {s} that had not expired",
+                            gone.offset
+                        );
                     }
                     let before = recs.len();
                     recs.retain(|r| r.offset >= trim);
@@ -220,12 +323,22 @@ impl NowPub for ManualClock {
     }
 }
 
-fn apply(model: &mut Model, shard: ShardUid, a: timeshard_storage::Appended, rs: Vec<NewRecord>, clock: &ManualClock) {
+fn apply(
+    model: &mut Model,
+    shard: ShardUid,
+    a: timeshard_storage::Appended,
+    rs: Vec<NewRecord>,
+    clock: &ManualClock,
+) {
     let next = model.next.get_mut(&shard).unwrap();
     assert_eq!(a.first_offset, *next, "offsets are dense");
     let last = model.last_ts.get_mut(&shard).unwrap();
     // Server time is the clock's, held back from going backwards.
-    assert_eq!(a.server_ts_ms, clock.now_ms_pub().max(*last), "server timestamp");
+    assert_eq!(
+        a.server_ts_ms,
+        clock.now_ms_pub().max(*last),
+        "server timestamp"
+    );
     *last = a.server_ts_ms;
     for r in rs {
         model.shards.get_mut(&shard).unwrap().push(M {
@@ -242,7 +355,10 @@ fn apply(model: &mut Model, shard: ShardUid, a: timeshard_storage::Appended, rs:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn model_many_seeds() {
-    let seeds: u64 = std::env::var("TIMESHARD_MODEL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(12);
+    let seeds: u64 = std::env::var("TIMESHARD_MODEL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
     let mut removed = 0;
     for seed in 0..seeds {
         removed += run(seed, 400).await;

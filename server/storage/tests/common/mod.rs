@@ -12,7 +12,11 @@ use timeshard_storage::options::{StoreOptions, SyncPolicy};
 use timeshard_storage::{NewShard, NewStream, Store, StreamInfo, StreamKind, StreamStatus};
 
 pub fn options(clock: &Arc<ManualClock>) -> StoreOptions {
-    StoreOptions { clock: clock.clone(), sync: SyncPolicy::Always, ..StoreOptions::default() }
+    StoreOptions {
+        clock: clock.clone(),
+        sync: SyncPolicy::Always,
+        ..StoreOptions::default()
+    }
 }
 
 pub fn small_segments(clock: &Arc<ManualClock>, fs: Option<Arc<dyn Fs>>) -> StoreOptions {
@@ -42,7 +46,11 @@ pub fn new_stream(name: &str, kind: StreamKind, shards: usize, retention_ms: u64
         shards: (0..shards)
             .map(|i| NewShard {
                 hash_start: step * i as u128,
-                hash_end: if i + 1 == shards { u128::MAX } else { step * (i as u128 + 1) - 1 },
+                hash_end: if i + 1 == shards {
+                    u128::MAX
+                } else {
+                    step * (i as u128 + 1) - 1
+                },
                 parent: None,
                 adjacent_parent: None,
             })
@@ -51,7 +59,10 @@ pub fn new_stream(name: &str, kind: StreamKind, shards: usize, retention_ms: u64
 }
 
 pub async fn create(store: &Store, name: &str, shards: usize) -> StreamInfo {
-    store.create_stream(new_stream(name, StreamKind::Data, shards, 24 * 3600 * 1000)).await.unwrap()
+    store
+        .create_stream(new_stream(name, StreamKind::Data, shards, 24 * 3600 * 1000))
+        .await
+        .unwrap()
 }
 
 pub fn payload(seed: u64, len: usize) -> Bytes {
