@@ -1,0 +1,104 @@
+//! The state every request handler shares: configuration, the open store, metrics, the SigV4
+//! verifier and the clock. One `Arc<AppState>` per server; handlers borrow it.
+//!
+//! [`open_store`] is the one place the server turns its configuration into storage options and
+//! opens the data directory, so the storage engine's lifecycle has a single seam here.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use timeshard_storage::clock::Clock;
+use timeshard_storage::options::{StoreOptions, SyncPolicy};
+use timeshard_storage::{Store, StoreError};
+
+use crate::api::sigv4::Verifier;
+use crate::config::Config;
+use crate::metrics::HttpMetrics;
+
+/// Opens the data directory. Blocking: call it from `spawn_blocking` or before serving.
+pub(crate) fn open_store(
+    dir: &Path,
+    sync: SyncPolicy,
+    clock: Arc<dyn Clock>,
+) -> Result<Store, StoreError> {
+    let opts = StoreOptions {
+        sync,
+        clock,
+        ..StoreOptions::default()
+    };
+    Store::open(dir, opts)
+}
+
+/// Shared, read-mostly state of one running server.
+pub struct AppState {
+    config: Config,
+    public_url: String,
+    store: Store,
+    http_metrics: Arc<HttpMetrics>,
+    /// `Some` when requests must be signed.
+    verifier: Option<Verifier>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("public_url", &self.public_url)
+            .field("store", &self.store)
+            .field("auth", &self.verifier.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub(crate) fn new(
+        config: Config,
+        public_url: String,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let verifier = config
+            .auth_enabled()
+            .then(|| Verifier::new(&config.credentials, &config.region, config.max_clock_skew));
+        AppState {
+            config,
+            public_url,
+            store,
+            http_metrics: Arc::new(HttpMetrics::default()),
+            verifier,
+            clock,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The base URL handed to clients (GetDataEndpoint), without a trailing slash.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn http_metrics(&self) -> &HttpMetrics {
+        &self.http_metrics
+    }
+
+    pub(crate) fn http_metrics_arc(&self) -> Arc<HttpMetrics> {
+        self.http_metrics.clone()
+    }
+
+    /// The SigV4 verifier, when authentication is enabled.
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.verifier.as_ref()
+    }
+
+    /// Milliseconds since the Unix epoch, from the server's (injectable) clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+}
