@@ -36,6 +36,7 @@ pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// How long shutdown waits for in-flight requests before cutting them.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
 
 /// `timeshard`: the command line.
 #[derive(Debug, Parser)]
@@ -140,6 +141,10 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests [default: 10s].
     #[arg(long, env = "TIMESHARD_SHUTDOWN_GRACE", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Option<Duration>,
+
+    /// How often expired data is removed (retention and byte budgets) [default: 60s].
+    #[arg(long, env = "TIMESHARD_RETENTION_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub retention_interval: Option<Duration>,
 }
 
 /// A string or a list of strings in the TOML file (`access_key_id = "A"` or `= ["A", "B"]`).
@@ -176,6 +181,7 @@ struct FileConfig {
     log: Option<String>,
     max_request_bytes: Option<u64>,
     shutdown_grace: Option<String>,
+    retention_interval: Option<String>,
 }
 
 /// One access key pair clients may sign with. `Debug` never prints the secret.
@@ -219,6 +225,7 @@ pub struct Config {
     pub log: String,
     pub max_request_bytes: u64,
     pub shutdown_grace: Duration,
+    pub retention_interval: Duration,
 }
 
 impl Default for Config {
@@ -236,6 +243,7 @@ impl Default for Config {
             log: DEFAULT_LOG.to_owned(),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            retention_interval: DEFAULT_RETENTION_INTERVAL,
         }
     }
 }
@@ -293,6 +301,8 @@ pub enum ConfigError {
     InvalidLogFilter { filter: String, message: String },
     #[error("max request bytes must be at least 1024, not {0}")]
     MaxRequestBytesTooSmall(u64),
+    #[error("the retention interval must be at least 1s, not {0:?}")]
+    RetentionIntervalTooShort(Duration),
 }
 
 impl Config {
@@ -369,6 +379,12 @@ impl Config {
             &file.shutdown_grace,
             defaults.shutdown_grace,
         )?;
+        let retention_interval = duration(
+            args.retention_interval,
+            "retention_interval",
+            &file.retention_interval,
+            defaults.retention_interval,
+        )?;
 
         // Credentials: whichever source gives any keys replaces the lower ones entirely; mixing
         // ids from the command line with secrets from the file would pair the wrong halves.
@@ -428,6 +444,7 @@ impl Config {
                 .or(file.max_request_bytes)
                 .unwrap_or(defaults.max_request_bytes),
             shutdown_grace,
+            retention_interval,
         };
         config.validate()?;
         Ok(config)
@@ -477,6 +494,11 @@ impl Config {
         }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ConfigError::InvalidAccountId(self.account_id.clone()));
+        }
+        if self.retention_interval < Duration::from_secs(1) {
+            return Err(ConfigError::RetentionIntervalTooShort(
+                self.retention_interval,
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
             return Err(ConfigError::InvalidLogFilter {
@@ -555,6 +577,10 @@ impl Config {
         line(
             "shutdown_grace",
             quote(&format_duration(self.shutdown_grace)),
+        );
+        line(
+            "retention_interval",
+            quote(&format_duration(self.retention_interval)),
         );
         out
     }
@@ -846,6 +872,23 @@ mod tests {
         )
         .unwrap();
         assert!(!c.auth_enabled());
+    }
+
+    #[test]
+    fn retention_interval_from_flag_and_file_and_its_floor() {
+        assert_eq!(
+            resolve(&[], None).unwrap().retention_interval,
+            DEFAULT_RETENTION_INTERVAL
+        );
+        let c = resolve(&["--retention-interval=5m"], None).unwrap();
+        assert_eq!(c.retention_interval, Duration::from_secs(300));
+        let c = resolve(&[], Some("retention_interval = \"30s\"")).unwrap();
+        assert_eq!(c.retention_interval, Duration::from_secs(30));
+        let err = resolve(&["--retention-interval=10ms"], None).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::RetentionIntervalTooShort(_)),
+            "{err}"
+        );
     }
 
     #[test]

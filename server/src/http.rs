@@ -173,6 +173,7 @@ pub async fn start_with_clock(
     let state = Arc::new(AppState::new(config, public_url, store, clock));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     info!(addr = %local_addr, public_url = %state.public_url(), data_dir = %state.config().data_dir.display(), "listening");
+    tokio::spawn(retention_loop(state.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));
     Ok(RunningServer {
         local_addr,
@@ -255,6 +256,29 @@ async fn accept_loop(
         warn!("closing the store failed: {e}");
     }
     info!("stopped");
+}
+
+/// Removes expired data every `retention_interval` until shutdown. The pass itself runs on the
+/// store's writer thread; a failed pass is logged and retried at the next tick.
+async fn retention_loop(state: Arc<AppState>, mut shutdown_rx: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval(state.config().retention_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown_rx.changed() => return,
+            _ = ticks.tick() => {}
+        }
+        match state.store().enforce_retention().await {
+            Ok(r) if r.segments_deleted > 0 => info!(
+                segments = r.segments_deleted,
+                bytes = r.bytes_deleted,
+                index_entries = r.index_entries_deleted,
+                "retention removed expired data"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!("retention pass failed: {e}"),
+        }
+    }
 }
 
 /// One request through the counting wrappers and the router.
