@@ -19,8 +19,7 @@ use crate::fs::{Fs, StoreFile, read_full_at};
 
 /// Smallest read issued by a cursor.
 const READ_CHUNK: usize = 256 << 10;
-/// Largest read issued by a cursor unless one record needs more. Fresh multi-megabyte buffers
-/// come from mmap and page-fault on first touch; buffers of this size are recycled by malloc.
+/// Largest read issued by a cursor; larger records are read on their own.
 const MAX_READ_CHUNK: usize = 1 << 20;
 
 #[derive(Debug)]
@@ -218,31 +217,38 @@ pub(crate) fn read_index_file(file: &dyn StoreFile, end_pos: u64) -> Result<Inde
     })
 }
 
-/// Walks records of one segment between two positions, reading in large positional chunks and
-/// handing out records as zero-copy slices of those chunks.
+/// Walks records of one segment between two positions with large positional reads into one
+/// reusable buffer.
+///
+/// Records handed out are copied out of that buffer into their own allocation (records larger
+/// than the buffer are read straight into one of their exact size). Handing out slices of the
+/// read buffer instead would keep every buffer alive as long as any record in it, so each read
+/// would need fresh memory, and fresh multi-megabyte buffers page-fault on first touch: that cost
+/// more than the copy.
 #[derive(Debug)]
 pub(crate) struct Cursor {
     file: Arc<dyn StoreFile>,
     path: PathBuf,
     pos: u64,
     end: u64,
-    chunk: Bytes,
-    chunk_start: u64,
-    /// Bytes the caller expects to read; sizes the next chunk.
+    buf: Vec<u8>,
+    /// File position of `buf[0]`; `buf` holds valid bytes up to its length.
+    buf_start: u64,
+    /// Bytes the caller expects to read; sizes the buffer.
     pub read_hint: usize,
+}
+
+/// Where the bytes of the record just validated are.
+enum Located {
+    /// At this index in the cursor's buffer.
+    Buffered(usize),
+    /// Read on their own (a record larger than the buffer).
+    Owned(Bytes),
 }
 
 impl Cursor {
     pub fn new(file: Arc<dyn StoreFile>, path: PathBuf, pos: u64, end: u64) -> Self {
-        Cursor {
-            file,
-            path,
-            pos,
-            end,
-            chunk: Bytes::new(),
-            chunk_start: pos,
-            read_hint: READ_CHUNK,
-        }
+        Cursor { file, path, pos, end, buf: Vec::new(), buf_start: pos, read_hint: READ_CHUNK }
     }
 
     pub fn pos(&self) -> u64 {
@@ -250,59 +256,49 @@ impl Cursor {
     }
 
     fn corrupt(&self, what: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            pos: self.pos,
-            what: what.into(),
-        }
+        StoreError::Corrupt { path: self.path.clone(), pos: self.pos, what: what.into() }
     }
 
-    /// Makes sure `[pos, pos + need)` is in the chunk.
-    fn ensure(&mut self, need: usize) -> Result<(), StoreError> {
-        let chunk_end = self.chunk_start + self.chunk.len() as u64;
-        if self.pos >= self.chunk_start && self.pos + need as u64 <= chunk_end {
-            return Ok(());
-        }
-        let want = need.max(self.read_hint.clamp(READ_CHUNK, MAX_READ_CHUNK)) as u64;
-        let len = want.min(self.end - self.pos) as usize;
-        let mut buf = vec![0u8; len];
-        let n = read_full_at(self.file.as_ref(), &mut buf, self.pos)
+    fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
+        let n = read_full_at(self.file.as_ref(), buf, pos)
             .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
-        if n < need {
-            return Err(self.corrupt(format!(
-                "file ends {} bytes into a record that needs {need}",
-                n
-            )));
+        if n < buf.len() {
+            return Err(self.corrupt(format!("file ends {n} bytes into a record that needs {}", buf.len())));
         }
-        buf.truncate(n);
-        self.chunk = Bytes::from(buf);
-        self.chunk_start = self.pos;
         Ok(())
     }
 
-    /// The next record with its position, header and whole bytes (header, key, payload),
-    /// CRC-checked. `None` at the end.
-    pub fn next(&mut self) -> Result<Option<(u64, RecordHeader, Bytes)>, StoreError> {
-        Ok(self
-            .advance()?
-            .map(|(pos, h, at)| (pos, h, self.chunk.slice(at..at + h.len as usize))))
+    /// Makes sure `[pos, pos + need)` is in the buffer (`need` at most the buffer size).
+    fn ensure(&mut self, need: usize) -> Result<(), StoreError> {
+        let buffered_end = self.buf_start + self.buf.len() as u64;
+        if self.pos >= self.buf_start && self.pos + need as u64 <= buffered_end {
+            return Ok(());
+        }
+        let size = self.read_hint.clamp(READ_CHUNK, MAX_READ_CHUNK).max(need);
+        let len = (size as u64).min(self.end - self.pos) as usize;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(len, 0);
+        let r = self.read_exact_at(&mut buf[..need], self.pos).and_then(|()| {
+            // The rest is read-ahead: a short read there just means a shorter buffer.
+            let more = read_full_at(self.file.as_ref(), &mut buf[need..], self.pos + need as u64)
+                .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
+            Ok(need + more)
+        });
+        match r {
+            Ok(n) => buf.truncate(n),
+            Err(e) => {
+                buf.clear();
+                self.buf = buf;
+                return Err(e);
+            }
+        }
+        self.buf = buf;
+        self.buf_start = self.pos;
+        Ok(())
     }
 
-    /// Like [`Cursor::next`], but hands out the key and payload as slices of the read buffer.
-    pub fn next_split(&mut self) -> Result<Option<(RecordHeader, Bytes, Bytes)>, StoreError> {
-        Ok(self.advance()?.map(|(_, h, at)| {
-            let key_end = at + RECORD_HEADER_LEN + h.key_len as usize;
-            (
-                h,
-                self.chunk.slice(at + RECORD_HEADER_LEN..key_end),
-                self.chunk.slice(key_end..at + h.len as usize),
-            )
-        }))
-    }
-
-    /// Validates the next record in the chunk; returns its file position, header and index in
-    /// the chunk.
-    fn advance(&mut self) -> Result<Option<(u64, RecordHeader, usize)>, StoreError> {
+    /// Validates the next record (header, extent, CRC) and moves past it.
+    fn advance(&mut self) -> Result<Option<(u64, RecordHeader, Located)>, StoreError> {
         if self.pos >= self.end {
             return Ok(None);
         }
@@ -310,20 +306,54 @@ impl Cursor {
             return Err(self.corrupt("a record header is cut off"));
         }
         self.ensure(RECORD_HEADER_LEN)?;
-        let at = (self.pos - self.chunk_start) as usize;
-        let h = RecordHeader::decode(&self.chunk[at..])
-            .ok_or_else(|| self.corrupt("invalid record header"))?;
-        if self.pos + h.len as u64 > self.end {
+        let at = (self.pos - self.buf_start) as usize;
+        let h = RecordHeader::decode(&self.buf[at..]).ok_or_else(|| self.corrupt("invalid record header"))?;
+        let len = h.len as usize;
+        if self.pos + len as u64 > self.end {
             return Err(self.corrupt("record extends past the readable end"));
         }
-        self.ensure(h.len as usize)?;
-        let at = (self.pos - self.chunk_start) as usize;
-        if !h.crc_ok(&self.chunk[at..at + h.len as usize]) {
-            return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
-        }
+        let located = if len <= MAX_READ_CHUNK {
+            self.ensure(len)?;
+            let at = (self.pos - self.buf_start) as usize;
+            if !h.crc_ok(&self.buf[at..at + len]) {
+                return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
+            }
+            Located::Buffered(at)
+        } else {
+            let mut own = vec![0u8; len];
+            self.read_exact_at(&mut own, self.pos)?;
+            if !h.crc_ok(&own) {
+                return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
+            }
+            Located::Owned(Bytes::from(own))
+        };
         let pos = self.pos;
-        self.pos += h.len as u64;
-        Ok(Some((pos, h, at)))
+        self.pos += len as u64;
+        Ok(Some((pos, h, located)))
+    }
+
+    /// The next record with its position, header and whole bytes (header, key, payload),
+    /// CRC-checked. `None` at the end.
+    pub fn next(&mut self) -> Result<Option<(u64, RecordHeader, Bytes)>, StoreError> {
+        Ok(self.advance()?.map(|(pos, h, located)| {
+            let rec = match located {
+                Located::Buffered(at) => Bytes::copy_from_slice(&self.buf[at..at + h.len as usize]),
+                Located::Owned(b) => b,
+            };
+            (pos, h, rec)
+        }))
+    }
+
+    /// The next record's header, key and payload (the latter two sharing one allocation).
+    pub fn next_split(&mut self) -> Result<Option<(RecordHeader, Bytes, Bytes)>, StoreError> {
+        Ok(self.advance()?.map(|(_, h, located)| {
+            let body = match located {
+                Located::Buffered(at) => Bytes::copy_from_slice(&self.buf[at + RECORD_HEADER_LEN..at + h.len as usize]),
+                Located::Owned(b) => b.slice(RECORD_HEADER_LEN..),
+            };
+            let key_len = h.key_len as usize;
+            (h, body.slice(..key_len), body.slice(key_len..))
+        }))
     }
 
     /// Like [`Cursor::next`] but without the record bytes.
