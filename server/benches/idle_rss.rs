@@ -9,9 +9,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn health(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").is_err() {
+    if s.write_all(b"GET /health HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
         return false;
     }
     let mut out = String::new();
@@ -23,7 +27,14 @@ fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix(field)?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -33,9 +44,18 @@ fn main() {
     }
     let dir = std::env::temp_dir().join(format!("timeshard-idle-rss-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(45678);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(45678);
     let mut child = Command::new(env!("CARGO_BIN_EXE_timeshard"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--log", "warn"])
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "warn",
+        ])
         .arg("--data-dir")
         .arg(&dir)
         .stdout(Stdio::null())
@@ -44,7 +64,10 @@ fn main() {
         .expect("start timeshard");
     let started = Instant::now();
     while !health(port) {
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not become healthy");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not become healthy"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let ready = started.elapsed();

@@ -23,7 +23,9 @@ async fn expired_data_is_removed_in_the_background() {
         retention_interval: Duration::from_secs(1),
         ..Config::default()
     };
-    let server = timeshard_server::start_with_clock(config, clock.clone()).await.unwrap();
+    let server = timeshard_server::start_with_clock(config, clock.clone())
+        .await
+        .unwrap();
     let store = server.state().store().clone();
     let info = store
         .create_stream(NewStream {
@@ -34,18 +36,35 @@ async fn expired_data_is_removed_in_the_background() {
             tags: BTreeMap::new(),
             attributes: BTreeMap::new(),
             status: StreamStatus::Active,
-            shards: vec![NewShard { hash_start: 0, hash_end: u128::MAX, parent: None, adjacent_parent: None }],
+            shards: vec![NewShard {
+                hash_start: 0,
+                hash_end: u128::MAX,
+                parent: None,
+                adjacent_parent: None,
+            }],
         })
         .await
         .unwrap();
     let shard = info.shards[0].uid;
-    store.append(shard, vec![NewRecord { payload: Bytes::from_static(b"old"), ..Default::default() }]).await.unwrap();
+    store
+        .append(
+            shard,
+            vec![NewRecord {
+                payload: Bytes::from_static(b"old"),
+                ..Default::default()
+            }],
+        )
+        .await
+        .unwrap();
     assert_eq!(store.shard_stats(shard).unwrap().trim_horizon, 0);
 
     clock.advance_ms(2 * 3_600_000);
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.shard_stats(shard).unwrap().trim_horizon == 0 {
-        assert!(Instant::now() < deadline, "retention did not run within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "retention did not run within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store.shard_stats(shard).unwrap().segments, 0);

@@ -70,8 +70,8 @@ fn mbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / d.as_secs_f64() / 1e6
 }
 
-/// Plain sequential writes of `batch` bytes, each followed by fdatasync.
-fn plain_fdatasync(dir: &Path, batch: usize, batches: usize) -> f64 {
+/// Plain sequential writes of `batch` bytes, each followed by fdatasync (unless `sync` is off).
+fn plain_writes(dir: &Path, batch: usize, batches: usize, sync: bool) -> f64 {
     let path = dir.join("plain.bin");
     let mut f = OpenOptions::new()
         .create(true)
@@ -83,7 +83,9 @@ fn plain_fdatasync(dir: &Path, batch: usize, batches: usize) -> f64 {
     let t = Instant::now();
     for _ in 0..batches {
         f.write_all(&buf).unwrap();
-        f.sync_data().unwrap();
+        if sync {
+            f.sync_data().unwrap();
+        }
     }
     let r = mbps(batch * batches, t.elapsed());
     drop(f);
@@ -96,6 +98,7 @@ fn plain_fdatasync(dir: &Path, batch: usize, batches: usize) -> f64 {
 fn store_appends(
     rt: &tokio::runtime::Runtime,
     dir: &Path,
+    sync: SyncPolicy,
     record_len: usize,
     per_append: usize,
     appends: usize,
@@ -103,7 +106,7 @@ fn store_appends(
     let store = Store::open(
         dir,
         StoreOptions {
-            sync: SyncPolicy::Always,
+            sync,
             ..StoreOptions::default()
         },
     )
@@ -140,14 +143,36 @@ fn main() {
         .unwrap();
     let mut rows: Vec<(String, String, String)> = Vec::new();
 
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let run = |section: &str| args.is_empty() || args.iter().any(|a| a == section);
 
     // 1. Durable appends vs plain fdatasync'd writes of the same bytes. This machine's disk is
     // noisy, so the two alternate over several rounds and the medians are compared.
-    for (label, record_len, per_append, appends) in [
-        ("1 KiB records, batches of 500", 1024, 500, scaled(200)),
-        ("1 MiB records, one per append", 1 << 20, 1, scaled(200)),
+    for (label, sync, record_len, per_append, appends) in [
+        (
+            "durable append, 1 KiB records, batches of 500",
+            true,
+            1024,
+            500,
+            scaled(200),
+        ),
+        (
+            "durable append, 1 MiB records, one per append",
+            true,
+            1 << 20,
+            1,
+            scaled(200),
+        ),
+        (
+            "append without fsync (software cost), 1 KiB records, batches of 500",
+            false,
+            1024,
+            500,
+            scaled(200),
+        ),
     ] {
         if !run("append") {
             break;
@@ -156,8 +181,13 @@ fn main() {
         let (mut plain, mut ours) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
             let dir = bench_dir("append");
-            plain.push(plain_fdatasync(&dir, record_len * per_append, appends));
-            let (r, store) = store_appends(&rt, &dir, record_len, per_append, appends);
+            plain.push(plain_writes(&dir, record_len * per_append, appends, sync));
+            let policy = if sync {
+                SyncPolicy::Always
+            } else {
+                SyncPolicy::Never
+            };
+            let (r, store) = store_appends(&rt, &dir, policy, record_len, per_append, appends);
             store.close();
             ours.push(r);
         }
@@ -166,15 +196,29 @@ fn main() {
             v[v.len() / 2]
         };
         let (plain_range, ours_range) = (
-            format!("{:.0}-{:.0}", plain.iter().copied().fold(f64::MAX, f64::min), plain.iter().copied().fold(0.0, f64::max)),
-            format!("{:.0}-{:.0}", ours.iter().copied().fold(f64::MAX, f64::min), ours.iter().copied().fold(0.0, f64::max)),
+            format!(
+                "{:.0}-{:.0}",
+                plain.iter().copied().fold(f64::MAX, f64::min),
+                plain.iter().copied().fold(0.0, f64::max)
+            ),
+            format!(
+                "{:.0}-{:.0}",
+                ours.iter().copied().fold(f64::MAX, f64::min),
+                ours.iter().copied().fold(0.0, f64::max)
+            ),
         );
         let (plain, ours) = (median(&mut plain), median(&mut ours));
+        let plain_label = if sync {
+            "plain write+fdatasync"
+        } else {
+            "plain write"
+        };
+        let target = if sync { " (target >= 0.7)" } else { "" };
         rows.push((
-            format!("durable append, {label}"),
+            label.to_string(),
             format!("{ours:.0} MB/s"),
             format!(
-                "plain write+fdatasync {plain:.0} MB/s; ratio {:.2} (target >= 0.7); medians of {rounds} alternating rounds of {} MB, ranges {ours_range} vs {plain_range}",
+                "{plain_label} {plain:.0} MB/s; ratio {:.2}{target}; medians of {rounds} alternating rounds of {} MB, ranges {ours_range} vs {plain_range}",
                 ours / plain,
                 record_len * per_append * appends / 1_000_000
             ),
@@ -184,7 +228,7 @@ fn main() {
     // 2. Sequential read from the page cache.
     if run("read") {
         let dir = bench_dir("read");
-        let (_, store) = store_appends(&rt, &dir, 1024, 500, scaled(2000));
+        let (_, store) = store_appends(&rt, &dir, SyncPolicy::Never, 1024, 500, scaled(2000));
         let shard = store.stream("bench").unwrap().shards[0].uid;
         let limits = ReadLimits {
             max_records: 10_000,

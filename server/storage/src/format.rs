@@ -12,7 +12,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"TSHDSEG\0";
 pub const INDEX_MAGIC: [u8; 8] = *b"TSHDIDX\0";
 pub const SEGMENT_HEADER_LEN: u64 = 64;
 pub const INDEX_HEADER_LEN: u64 = 16;
-pub const RECORD_HEADER_LEN: usize = 40;
+pub const RECORD_HEADER_LEN: usize = 48;
 pub const INDEX_ENTRY_LEN: usize = 32;
 
 /// Engine flag: the record carries a producer timestamp (and is in the time index).
@@ -69,11 +69,13 @@ impl SegmentHeader {
 }
 
 /// The fixed part of a record in a segment. It is followed by `key_len` key bytes and then the
-/// payload; `len` counts all three.
+/// payload; `len` counts all three. Two checksums: the header's own, checked before `len` is
+/// trusted, and the body's, computed by the appender on its own thread so the single writer
+/// thread checksums only headers.
 ///
 /// ```text
 /// 0  u32 len           header + key + payload
-/// 4  u32 crc32c        over bytes 8..len
+/// 4  u32 header crc32c over bytes 0..4 then 8..48 (everything but itself)
 /// 8  u64 offset        position of the record in its shard (dense, from 0)
 /// 16 i64 server_ts_ms
 /// 24 i64 producer_ts_ms (meaningful only with FLAG_HAS_PRODUCER_TS)
@@ -81,31 +83,30 @@ impl SegmentHeader {
 /// 34 u16 user flags
 /// 36 u16 key_len
 /// 38 u16 reserved, zero
+/// 40 u32 body crc32c   over the key and payload
+/// 44 u32 reserved, zero
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordHeader {
     pub len: u32,
-    pub crc: u32,
     pub offset: u64,
     pub server_ts_ms: i64,
     pub producer_ts_ms: Option<i64>,
     pub user_flags: u16,
     pub key_len: u16,
+    pub body_crc: u32,
 }
 
 impl RecordHeader {
-    /// Builds the header for a record; the CRC is computed over the rest of the header, the key
-    /// and every payload chunk.
+    /// Builds the header for a record whose body the appender has checksummed.
     pub fn build(
         offset: u64,
         server_ts_ms: i64,
         producer_ts_ms: Option<i64>,
         user_flags: u16,
-        key: &[u8],
-        payload: &[Bytes],
+        body: &RecordBody,
     ) -> [u8; RECORD_HEADER_LEN] {
-        let payload_len: usize = payload.iter().map(Bytes::len).sum();
-        let len = RECORD_HEADER_LEN + key.len() + payload_len;
+        let len = RECORD_HEADER_LEN + body.len;
         let mut b = [0u8; RECORD_HEADER_LEN];
         b[0..4].copy_from_slice(&(len as u32).to_le_bytes());
         b[8..16].copy_from_slice(&offset.to_le_bytes());
@@ -118,19 +119,17 @@ impl RecordHeader {
         b[24..32].copy_from_slice(&producer_ts_ms.unwrap_or(0).to_le_bytes());
         b[32..34].copy_from_slice(&engine_flags.to_le_bytes());
         b[34..36].copy_from_slice(&user_flags.to_le_bytes());
-        b[36..38].copy_from_slice(&(key.len() as u16).to_le_bytes());
-        let mut crc = crc32c::crc32c(&b[8..]);
-        crc = crc32c::crc32c_append(crc, key);
-        for chunk in payload {
-            crc = crc32c::crc32c_append(crc, chunk);
-        }
+        b[36..38].copy_from_slice(&(body.key.len() as u16).to_le_bytes());
+        b[40..44].copy_from_slice(&body.crc.to_le_bytes());
+        let crc = header_crc(&b);
         b[4..8].copy_from_slice(&crc.to_le_bytes());
         b
     }
 
-    /// Decodes a header; `None` if the bytes cannot be a record header (a torn or zeroed tail).
+    /// Decodes a header; `None` if the bytes cannot be a record header (a torn or zeroed tail):
+    /// a bad header checksum, impossible lengths or non-zero reserved bits.
     pub fn decode(b: &[u8]) -> Option<RecordHeader> {
-        if b.len() < RECORD_HEADER_LEN {
+        if b.len() < RECORD_HEADER_LEN || header_crc(b) != u32_at(b, 4) {
             return None;
         }
         let len = u32_at(b, 0);
@@ -139,29 +138,65 @@ impl RecordHeader {
         if (len as usize) < RECORD_HEADER_LEN + key_len as usize
             || engine_flags & !FLAG_HAS_PRODUCER_TS != 0
             || u16_at(b, 38) != 0
+            || u32_at(b, 44) != 0
         {
             return None;
         }
         let producer_ts_ms = (engine_flags & FLAG_HAS_PRODUCER_TS != 0).then(|| i64_at(b, 24));
         Some(RecordHeader {
             len,
-            crc: u32_at(b, 4),
             offset: u64_at(b, 8),
             server_ts_ms: i64_at(b, 16),
             producer_ts_ms,
             user_flags: u16_at(b, 34),
             key_len,
+            body_crc: u32_at(b, 40),
         })
     }
 
-    /// Checks the CRC of a whole record (`rec` = header + key + payload).
-    pub fn crc_ok(&self, rec: &[u8]) -> bool {
-        rec.len() == self.len as usize && crc32c::crc32c(&rec[8..]) == self.crc
+    /// Checks a whole record's body checksum (`rec` = header + key + payload).
+    pub fn body_ok(&self, rec: &[u8]) -> bool {
+        rec.len() == self.len as usize && crc32c::crc32c(&rec[RECORD_HEADER_LEN..]) == self.body_crc
     }
 
     pub fn payload_len(&self) -> usize {
         self.len as usize - RECORD_HEADER_LEN - self.key_len as usize
     }
+}
+
+/// A record's key and payload with the CRC32C of the two (the record's body checksum), computed
+/// where the record is handed to the store, on the appender's thread.
+#[derive(Debug, Clone)]
+pub struct RecordBody {
+    pub key: Bytes,
+    pub payload: Vec<Bytes>,
+    /// Key plus payload bytes.
+    pub len: usize,
+    pub crc: u32,
+}
+
+impl RecordBody {
+    pub fn new(key: Bytes, payload: Vec<Bytes>) -> Self {
+        let crc = payload
+            .iter()
+            .fold(crc32c::crc32c(&key), |crc, p| crc32c::crc32c_append(crc, p));
+        let len = key.len() + payload.iter().map(Bytes::len).sum::<usize>();
+        RecordBody {
+            key,
+            payload,
+            len,
+            crc,
+        }
+    }
+
+    pub fn payload_len(&self) -> usize {
+        self.len - self.key.len()
+    }
+}
+
+/// The checksum of a record header: every header byte except the checksum field itself.
+fn header_crc(b: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&b[0..4]), &b[8..RECORD_HEADER_LEN])
 }
 
 /// One entry of a segment's sparse position index (`.idx` file, after a 16-byte header of
@@ -335,8 +370,9 @@ mod tests {
 
     #[test]
     fn record_header_round_trips_and_detects_damage() {
-        let payload = [Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
-        let h = RecordHeader::build(7, 1000, Some(-5), 3, b"key", &payload);
+        let payload = vec![Bytes::from_static(b"hello "), Bytes::from_static(b"world")];
+        let body = RecordBody::new(Bytes::from_static(b"key"), payload);
+        let h = RecordHeader::build(7, 1000, Some(-5), 3, &body);
         let mut rec = h.to_vec();
         rec.extend_from_slice(b"key");
         rec.extend_from_slice(b"hello world");
@@ -346,11 +382,14 @@ mod tests {
         assert_eq!(d.producer_ts_ms, Some(-5));
         assert_eq!(d.user_flags, 3);
         assert_eq!(d.payload_len(), 11);
-        assert!(d.crc_ok(&rec));
+        assert!(d.body_ok(&rec));
         let last = rec.len() - 1;
         rec[last] ^= 1;
-        assert!(!d.crc_ok(&rec));
+        assert!(!d.body_ok(&rec));
         assert_eq!(RecordHeader::decode(&[0u8; RECORD_HEADER_LEN]), None);
+        // A damaged header is refused before its length is believed.
+        rec[0] ^= 0x40;
+        assert_eq!(RecordHeader::decode(&rec), None);
     }
 
     #[test]

@@ -55,6 +55,13 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions) -> Result<Opened, StoreError
         })?;
     let txn = db.begin_write()?;
     check_version(&txn)?;
+    // Every table exists from the first open on, so readers never meet a missing one.
+    txn.open_table(STREAMS)?;
+    txn.open_table(SHARDS)?;
+    txn.open_table(SEGMENTS)?;
+    txn.open_table(TIME_BY_OFFSET)?;
+    txn.open_table(TIME_BY_PRODUCER)?;
+    txn.open_table(TIME_BY_SERVER)?;
     let mut catalog = CatalogState::new();
     for row in txn.open_table(STREAMS)?.iter()? {
         let (_, v) = row?;

@@ -248,7 +248,15 @@ enum Located {
 
 impl Cursor {
     pub fn new(file: Arc<dyn StoreFile>, path: PathBuf, pos: u64, end: u64) -> Self {
-        Cursor { file, path, pos, end, buf: Vec::new(), buf_start: pos, read_hint: READ_CHUNK }
+        Cursor {
+            file,
+            path,
+            pos,
+            end,
+            buf: Vec::new(),
+            buf_start: pos,
+            read_hint: READ_CHUNK,
+        }
     }
 
     pub fn pos(&self) -> u64 {
@@ -256,14 +264,21 @@ impl Cursor {
     }
 
     fn corrupt(&self, what: impl Into<String>) -> StoreError {
-        StoreError::Corrupt { path: self.path.clone(), pos: self.pos, what: what.into() }
+        StoreError::Corrupt {
+            path: self.path.clone(),
+            pos: self.pos,
+            what: what.into(),
+        }
     }
 
     fn read_exact_at(&self, buf: &mut [u8], pos: u64) -> Result<(), StoreError> {
         let n = read_full_at(self.file.as_ref(), buf, pos)
             .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
         if n < buf.len() {
-            return Err(self.corrupt(format!("file ends {n} bytes into a record that needs {}", buf.len())));
+            return Err(self.corrupt(format!(
+                "file ends {n} bytes into a record that needs {}",
+                buf.len()
+            )));
         }
         Ok(())
     }
@@ -278,12 +293,15 @@ impl Cursor {
         let len = (size as u64).min(self.end - self.pos) as usize;
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(len, 0);
-        let r = self.read_exact_at(&mut buf[..need], self.pos).and_then(|()| {
-            // The rest is read-ahead: a short read there just means a shorter buffer.
-            let more = read_full_at(self.file.as_ref(), &mut buf[need..], self.pos + need as u64)
-                .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
-            Ok(need + more)
-        });
+        let r = self
+            .read_exact_at(&mut buf[..need], self.pos)
+            .and_then(|()| {
+                // The rest is read-ahead: a short read there just means a shorter buffer.
+                let more =
+                    read_full_at(self.file.as_ref(), &mut buf[need..], self.pos + need as u64)
+                        .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
+                Ok(need + more)
+            });
         match r {
             Ok(n) => buf.truncate(n),
             Err(e) => {
@@ -307,7 +325,8 @@ impl Cursor {
         }
         self.ensure(RECORD_HEADER_LEN)?;
         let at = (self.pos - self.buf_start) as usize;
-        let h = RecordHeader::decode(&self.buf[at..]).ok_or_else(|| self.corrupt("invalid record header"))?;
+        let h = RecordHeader::decode(&self.buf[at..])
+            .ok_or_else(|| self.corrupt("invalid record header"))?;
         let len = h.len as usize;
         if self.pos + len as u64 > self.end {
             return Err(self.corrupt("record extends past the readable end"));
@@ -315,14 +334,14 @@ impl Cursor {
         let located = if len <= MAX_READ_CHUNK {
             self.ensure(len)?;
             let at = (self.pos - self.buf_start) as usize;
-            if !h.crc_ok(&self.buf[at..at + len]) {
+            if !h.body_ok(&self.buf[at..at + len]) {
                 return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
             }
             Located::Buffered(at)
         } else {
             let mut own = vec![0u8; len];
             self.read_exact_at(&mut own, self.pos)?;
-            if !h.crc_ok(&own) {
+            if !h.body_ok(&own) {
                 return Err(self.corrupt(format!("checksum mismatch in record {}", h.offset)));
             }
             Located::Owned(Bytes::from(own))
@@ -348,7 +367,9 @@ impl Cursor {
     pub fn next_split(&mut self) -> Result<Option<(RecordHeader, Bytes, Bytes)>, StoreError> {
         Ok(self.advance()?.map(|(_, h, located)| {
             let body = match located {
-                Located::Buffered(at) => Bytes::copy_from_slice(&self.buf[at + RECORD_HEADER_LEN..at + h.len as usize]),
+                Located::Buffered(at) => {
+                    Bytes::copy_from_slice(&self.buf[at + RECORD_HEADER_LEN..at + h.len as usize])
+                }
                 Located::Owned(b) => b.slice(RECORD_HEADER_LEN..),
             };
             let key_len = h.key_len as usize;

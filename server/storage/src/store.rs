@@ -18,13 +18,14 @@ use crate::catalog::{
     TIME_BY_SERVER,
 };
 use crate::error::StoreError;
+use crate::format::RecordBody;
 use crate::format::{IndexedRecord, decode_time_entry};
 use crate::metrics::StoreMetrics;
 use crate::options::StoreOptions;
 use crate::read::{self, Position, ReadBatch, ReadLimits};
 use crate::seqno::ShardUid;
 use crate::shard::{OpenRecordView, ShardShared, Tail};
-use crate::writer::Command;
+use crate::writer::{Command, Incoming};
 
 /// A record to append.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -382,6 +383,13 @@ impl Store {
                 "an append needs at least one record".into(),
             ));
         }
+        let records = checksum(
+            records
+                .into_iter()
+                .map(|r| (r.key, vec![r.payload], r.producer_ts_ms, r.flags))
+                .collect(),
+        )
+        .await?;
         self.call(|reply| Command::Append {
             shard,
             records,
@@ -584,6 +592,39 @@ impl Store {
     }
 }
 
+/// Bodies at least this large are checksummed on the blocking pool rather than on the async
+/// worker that appends them (CRC32C runs at several GB/s, so this is about a millisecond).
+const CHECKSUM_INLINE_BELOW: usize = 4 << 20;
+
+/// Checksums records on the appender's side, so the single writer thread does not.
+async fn checksum(
+    records: Vec<(Bytes, Vec<Bytes>, Option<i64>, u16)>,
+) -> Result<Vec<Incoming>, StoreError> {
+    let bytes: usize = records
+        .iter()
+        .map(|(k, p, _, _)| k.len() + p.iter().map(Bytes::len).sum::<usize>())
+        .sum();
+    let work = move || {
+        records
+            .into_iter()
+            .map(|(key, payload, producer_ts_ms, flags)| Incoming {
+                body: RecordBody::new(key, payload),
+                producer_ts_ms,
+                flags,
+            })
+            .collect::<Vec<_>>()
+    };
+    if bytes < CHECKSUM_INLINE_BELOW {
+        return Ok(work());
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StoreError::Io {
+            context: "checksum task".into(),
+            source: std::io::Error::other(e),
+        })
+}
+
 /// A record being appended piece by piece. Dropping it without [`OpenRecord::commit`] aborts it.
 #[derive(Debug)]
 pub struct OpenRecord {
@@ -618,8 +659,20 @@ impl OpenRecord {
     pub async fn commit(mut self) -> Result<Appended, StoreError> {
         self.done = true;
         let (shard, view) = (self.shard, self.view.clone());
+        let record = (
+            view.key.clone(),
+            view.all_chunks(),
+            view.producer_ts_ms,
+            view.flags,
+        );
+        let body = checksum(vec![record]).await?.swap_remove(0).body;
         self.store
-            .call(|reply| Command::Commit { shard, view, reply })
+            .call(|reply| Command::Commit {
+                shard,
+                view,
+                body,
+                reply,
+            })
             .await
     }
 

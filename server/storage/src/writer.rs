@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
@@ -24,7 +24,7 @@ use crate::catalog::{
 };
 use crate::error::StoreError;
 use crate::format::{
-    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, IndexEntry, RECORD_HEADER_LEN, RecordHeader,
+    INDEX_ENTRY_LEN, INDEX_HEADER_LEN, IndexEntry, RECORD_HEADER_LEN, RecordBody, RecordHeader,
     SEGMENT_HEADER_LEN, SegmentHeader, SegmentRow, decode_time_entry, encode_time_entry,
     index_file_header,
 };
@@ -33,9 +33,7 @@ use crate::options::{StoreOptions, SyncPolicy};
 use crate::segment::SegmentView;
 use crate::seqno::ShardUid;
 use crate::shard::{OpenRecordView, OpenStatus, ShardShared, ShardState, Tail};
-use crate::store::{
-    Appended, NewRecord, NewShard, NewStream, RetentionReport, StoreShared, StreamInfo,
-};
+use crate::store::{Appended, NewShard, NewStream, RetentionReport, StoreShared, StreamInfo};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(crate) type StreamUpdate = Box<dyn FnOnce(&mut StreamMeta) -> Result<(), StoreError> + Send>;
@@ -43,13 +41,25 @@ pub(crate) type StreamUpdate = Box<dyn FnOnce(&mut StreamMeta) -> Result<(), Sto
 /// Catalog commits are non-durable between these (the segments are the durable truth, and
 /// recovery re-indexes past the last durable high-water mark).
 const DURABLE_CATALOG_EVERY: Duration = Duration::from_secs(1);
+/// A shard's high-water mark is committed once this many bytes were appended since its last
+/// commit (or after `DURABLE_CATALOG_EVERY`, or with any time-index entry). Recovery scans at most
+/// this far past the mark, and appends without time entries skip the catalog entirely.
+const HWM_EVERY_BYTES: u64 = 8 << 20;
 /// Most commands folded into one group.
 const MAX_GROUP: usize = 4096;
+
+/// A record on its way to the writer, checksummed by the appender.
+#[derive(Debug)]
+pub(crate) struct Incoming {
+    pub body: RecordBody,
+    pub producer_ts_ms: Option<i64>,
+    pub flags: u16,
+}
 
 pub(crate) enum Command {
     Append {
         shard: ShardUid,
-        records: Vec<NewRecord>,
+        records: Vec<Incoming>,
         reply: Reply<Appended>,
     },
     Begin {
@@ -62,6 +72,7 @@ pub(crate) enum Command {
     Commit {
         shard: ShardUid,
         view: Arc<OpenRecordView>,
+        body: RecordBody,
         reply: Reply<Appended>,
     },
     Abort {
@@ -121,6 +132,9 @@ pub(crate) struct ShardWriter {
     pub active: Option<Active>,
 }
 
+/// A time-index entry to commit: offset, server ts, producer ts, encoded value.
+type TimeEntry = (u64, i64, i64, Vec<u8>);
+
 /// One shard's share of a group, not yet written.
 struct Pending {
     start_len: u64,
@@ -130,33 +144,40 @@ struct Pending {
     last_ts_ms: i64,
     first_ts_ms: i64,
     last_idx_pos: Option<u64>,
-    bufs: Vec<Bytes>,
-    scratch: BytesMut,
+    /// Record headers; `pieces` refers to them by index.
+    headers: Vec<[u8; RECORD_HEADER_LEN]>,
+    /// What to write, in order: headers, keys and payload pieces, none copied.
+    pieces: Vec<Piece>,
     idx_entries: Vec<IndexEntry>,
-    time_entries: Vec<(u64, i64, i64, Vec<u8>)>,
+    time_entries: Vec<TimeEntry>,
     records: u64,
     commits_open: Option<Arc<OpenRecordView>>,
 }
 
+enum Piece {
+    Header(usize),
+    Data(Bytes),
+}
+
 impl Pending {
-    /// Small pieces are copied into one buffer; large payloads are written from where they are.
-    fn push(&mut self, piece: &[u8]) {
-        self.scratch.extend_from_slice(piece);
-    }
-
-    fn push_bytes(&mut self, piece: &Bytes) {
-        if piece.len() < 16 << 10 {
-            self.scratch.extend_from_slice(piece);
-        } else {
-            self.seal_scratch();
-            self.bufs.push(piece.clone());
+    fn push(&mut self, header: [u8; RECORD_HEADER_LEN], body: &RecordBody) {
+        self.pieces.push(Piece::Header(self.headers.len()));
+        self.headers.push(header);
+        for data in std::iter::once(&body.key).chain(&body.payload) {
+            if !data.is_empty() {
+                self.pieces.push(Piece::Data(data.clone()));
+            }
         }
     }
 
-    fn seal_scratch(&mut self) {
-        if !self.scratch.is_empty() {
-            self.bufs.push(self.scratch.split().freeze());
-        }
+    fn slices(&self) -> Vec<IoSlice<'_>> {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Header(i) => IoSlice::new(&self.headers[*i]),
+                Piece::Data(b) => IoSlice::new(b),
+            })
+            .collect()
     }
 }
 
@@ -182,6 +203,10 @@ pub(crate) struct Writer {
     shards: HashMap<ShardUid, ShardWriter>,
     last_durable: Instant,
     catalog_dirty: bool,
+    /// Shards whose active segment grew since its row was last committed.
+    stale_hwm: std::collections::BTreeSet<ShardUid>,
+    stale_bytes: u64,
+    last_index_commit: Instant,
     /// Shards written but not yet synced (batch policy).
     unsynced: Vec<ShardUid>,
     unsynced_since: Option<Instant>,
@@ -219,6 +244,9 @@ impl Writer {
             shards,
             last_durable: Instant::now(),
             catalog_dirty: false,
+            stale_hwm: std::collections::BTreeSet::new(),
+            stale_bytes: 0,
+            last_index_commit: Instant::now(),
             unsynced: Vec::new(),
             unsynced_since: None,
         }
@@ -258,9 +286,8 @@ impl Writer {
             SyncPolicy::Batch(d) => Some(t + d),
             _ => None,
         });
-        let catalog = self
-            .catalog_dirty
-            .then_some(self.last_durable + DURABLE_CATALOG_EVERY);
+        let catalog = (self.catalog_dirty || !self.stale_hwm.is_empty())
+            .then_some(self.last_durable.min(self.last_index_commit) + DURABLE_CATALOG_EVERY);
         match (sync, catalog) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -275,15 +302,10 @@ impl Writer {
         {
             self.sync_unsynced();
         }
-        if self.catalog_dirty && now >= self.last_durable + DURABLE_CATALOG_EVERY {
-            let r = self
-                .db
-                .begin_write()
-                .map_err(StoreError::from)
-                .and_then(|txn| {
-                    txn.commit()?;
-                    Ok(())
-                });
+        let stale =
+            !self.stale_hwm.is_empty() && now >= self.last_index_commit + DURABLE_CATALOG_EVERY;
+        if stale || (self.catalog_dirty && now >= self.last_durable + DURABLE_CATALOG_EVERY) {
+            let r = self.commit_index(&[], true);
             self.note_catalog_commit(r, true);
         }
     }
@@ -311,11 +333,7 @@ impl Writer {
                 open.finish(OpenStatus::Aborted);
             }
         }
-        let r = self
-            .db
-            .begin_write()
-            .map_err(StoreError::from)
-            .and_then(|txn| Ok(txn.commit()?));
+        let r = self.commit_index(&[], true);
         self.note_catalog_commit(r, true);
     }
 
@@ -328,31 +346,29 @@ impl Writer {
                     shard,
                     records,
                     reply,
-                } => {
-                    let pieces = records
-                        .into_iter()
-                        .map(|r| (r.key, vec![r.payload], r.producer_ts_ms, r.flags))
-                        .collect();
-                    match self.stage(&mut group, shard, pieces, None) {
-                        Ok(appended) => group.waiters.push(Waiter::Append {
-                            shard,
-                            appended,
-                            reply,
-                        }),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
+                } => match self.stage(&mut group, shard, records, None) {
+                    Ok(appended) => group.waiters.push(Waiter::Append {
+                        shard,
+                        appended,
+                        reply,
+                    }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
                     }
-                }
-                Command::Commit { shard, view, reply } => {
+                },
+                Command::Commit {
+                    shard,
+                    view,
+                    body,
+                    reply,
+                } => {
                     let staged = self.check_open(shard, &view).and_then(|()| {
-                        let pieces = vec![(
-                            view.key.clone(),
-                            view.all_chunks(),
-                            view.producer_ts_ms,
-                            view.flags,
-                        )];
-                        self.stage(&mut group, shard, pieces, Some(view.clone()))
+                        let record = Incoming {
+                            body,
+                            producer_ts_ms: view.producer_ts_ms,
+                            flags: view.flags,
+                        };
+                        self.stage(&mut group, shard, vec![record], Some(view.clone()))
                     });
                     match staged {
                         Ok(appended) => group.waiters.push(Waiter::Append {
@@ -496,18 +512,18 @@ impl Writer {
         &mut self,
         group: &mut Group,
         shard: ShardUid,
-        records: Vec<(Bytes, Vec<Bytes>, Option<i64>, u16)>,
+        records: Vec<Incoming>,
         commits_open: Option<Arc<OpenRecordView>>,
     ) -> Result<Appended, StoreError> {
         let max = u64::from(self.opts.max_record_bytes);
         let mut total: u64 = 0;
-        for (key, payload, _, _) in &records {
-            check_key(key)?;
-            let len: u64 = payload.iter().map(|p| p.len() as u64).sum();
+        for r in &records {
+            check_key(&r.body.key)?;
+            let len = r.body.payload_len() as u64;
             if len > max {
                 return Err(StoreError::RecordTooLarge { len, max });
             }
-            total += len + key.len() as u64 + RECORD_HEADER_LEN as u64;
+            total += (RECORD_HEADER_LEN + r.body.len) as u64;
         }
         let now = self.opts.clock.now_ms();
         let roll_bytes = self.roll_bytes(shard);
@@ -551,8 +567,8 @@ impl Writer {
             last_ts_ms: sw.last_ts_ms,
             first_ts_ms: active.first_ts_ms,
             last_idx_pos: active.last_idx_pos,
-            bufs: Vec::new(),
-            scratch: BytesMut::new(),
+            headers: Vec::with_capacity(records.len()),
+            pieces: Vec::with_capacity(records.len() * 3),
             idx_entries: Vec::new(),
             time_entries: Vec::new(),
             records: 0,
@@ -571,9 +587,14 @@ impl Writer {
         };
         let first_offset = p.next_offset;
         let count = records.len() as u32;
-        for (key, payload, producer_ts_ms, flags) in records {
+        for Incoming {
+            body,
+            producer_ts_ms,
+            flags,
+        } in records
+        {
             let offset = p.next_offset;
-            let header = RecordHeader::build(offset, ts, producer_ts_ms, flags, &key, &payload);
+            let header = RecordHeader::build(offset, ts, producer_ts_ms, flags, &body);
             let pos = p.start_len + p.bytes;
             if p.last_idx_pos.is_none_or(|last| pos - last >= interval) {
                 p.idx_entries.push(IndexEntry {
@@ -583,21 +604,12 @@ impl Writer {
                 });
                 p.last_idx_pos = Some(pos);
             }
-            let payload_len: u64 = payload.iter().map(|b| b.len() as u64).sum();
             if let Some(pts) = producer_ts_ms {
-                p.time_entries.push((
-                    offset,
-                    ts,
-                    pts,
-                    encode_time_entry(ts, pts, payload_len as u32, flags, &key),
-                ));
+                let entry = encode_time_entry(ts, pts, body.payload_len() as u32, flags, &body.key);
+                p.time_entries.push((offset, ts, pts, entry));
             }
-            p.push(&header);
-            p.push(&key);
-            for piece in &payload {
-                p.push_bytes(piece);
-            }
-            p.bytes += RECORD_HEADER_LEN as u64 + key.len() as u64 + payload_len;
+            p.push(header, &body);
+            p.bytes += (RECORD_HEADER_LEN + body.len) as u64;
             p.next_offset += 1;
             p.records += 1;
         }
@@ -639,11 +651,10 @@ impl Writer {
         let mut failed: HashMap<ShardUid, StoreError> = HashMap::new();
         let mut written: Vec<ShardUid> = Vec::new();
         for (uid, p) in group.pending.iter_mut() {
-            p.seal_scratch();
             let Some(active) = self.shards.get(uid).and_then(|s| s.active.as_ref()) else {
                 continue;
             };
-            let slices: Vec<IoSlice<'_>> = p.bufs.iter().map(|b| IoSlice::new(b)).collect();
+            let slices = p.slices();
             let idx_bytes: Vec<u8> = p.idx_entries.iter().flat_map(|e| e.encode()).collect();
             let r = active.file.append(&slices).and_then(|()| {
                 if idx_bytes.is_empty() {
@@ -703,17 +714,13 @@ impl Writer {
             }
             SyncPolicy::Never => {}
         }
-        // Index the durable records: high-water marks and time entries in one transaction.
+        // Publish to readers, then index: high-water marks (when due) and time entries in one
+        // transaction. Appenders hear back only after both.
         let ok: Vec<ShardUid> = written
             .into_iter()
             .filter(|u| !failed.contains_key(u))
             .collect();
-        if !ok.is_empty() {
-            let durable = self.last_durable.elapsed() >= DURABLE_CATALOG_EVERY;
-            let r = self.commit_group_index(group, &ok, durable);
-            self.note_catalog_commit(r, durable);
-        }
-        // Publish and resolve.
+        let mut time_entries: Vec<(ShardUid, &[TimeEntry])> = Vec::new();
         for uid in &ok {
             let Some(p) = group.pending.get(uid) else {
                 continue;
@@ -722,9 +729,22 @@ impl Writer {
                 continue;
             };
             publish(sw, p);
+            self.stale_hwm.insert(*uid);
+            self.stale_bytes += p.bytes;
+            if !p.time_entries.is_empty() {
+                time_entries.push((*uid, &p.time_entries));
+            }
             let m = &self.shared.metrics;
             m.appended_records.fetch_add(p.records, Ordering::Relaxed);
             m.appended_bytes.fetch_add(p.bytes, Ordering::Relaxed);
+        }
+        if !time_entries.is_empty()
+            || self.stale_bytes >= HWM_EVERY_BYTES
+            || (!ok.is_empty() && self.last_index_commit.elapsed() >= DURABLE_CATALOG_EVERY)
+        {
+            let durable = self.last_durable.elapsed() >= DURABLE_CATALOG_EVERY;
+            let r = self.commit_index(&time_entries, durable);
+            self.note_catalog_commit(r, durable);
         }
         for w in group.waiters.drain(..) {
             let Waiter::Append {
@@ -781,10 +801,11 @@ impl Writer {
         }
     }
 
-    fn commit_group_index(
+    /// Commits the rows of active segments that grew since their last commit (their high-water
+    /// marks, read from the published state) together with new time-index entries.
+    fn commit_index(
         &mut self,
-        group: &Group,
-        ok: &[ShardUid],
+        time_entries: &[(ShardUid, &[TimeEntry])],
         durable: bool,
     ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
@@ -795,25 +816,25 @@ impl Writer {
         })?;
         {
             let mut segments = txn.open_table(SEGMENTS)?;
-            let mut by_offset = txn.open_table(TIME_BY_OFFSET)?;
-            let mut by_producer = txn.open_table(TIME_BY_PRODUCER)?;
-            let mut by_server = txn.open_table(TIME_BY_SERVER)?;
-            for uid in ok {
-                let (Some(p), Some(active)) = (
-                    group.pending.get(uid),
-                    self.shards.get(uid).and_then(|s| s.active.as_ref()),
-                ) else {
+            for uid in &self.stale_hwm {
+                // Sealed, expired or deleted since: nothing active to describe.
+                let Some(active) = self.shards.get(uid).and_then(|s| s.active.as_ref()) else {
                     continue;
                 };
                 let row = SegmentRow {
                     sealed: false,
-                    end_offset: p.next_offset,
-                    end_pos: p.start_len + p.bytes,
-                    first_ts_ms: p.first_ts_ms,
-                    last_ts_ms: p.last_ts_ms,
+                    end_offset: active.view.end_offset(),
+                    end_pos: active.len,
+                    first_ts_ms: active.first_ts_ms,
+                    last_ts_ms: active.view.last_ts_ms.load(Ordering::Acquire),
                 };
                 segments.insert((uid.0, active.view.base), row.encode().as_slice())?;
-                for (offset, sts, pts, entry) in &p.time_entries {
+            }
+            let mut by_offset = txn.open_table(TIME_BY_OFFSET)?;
+            let mut by_producer = txn.open_table(TIME_BY_PRODUCER)?;
+            let mut by_server = txn.open_table(TIME_BY_SERVER)?;
+            for (uid, entries) in time_entries {
+                for (offset, sts, pts, entry) in *entries {
                     by_offset.insert((uid.0, *offset), entry.as_slice())?;
                     by_producer.insert((uid.0, *pts, *offset), entry.as_slice())?;
                     by_server.insert((uid.0, *sts, *offset), entry.as_slice())?;
@@ -821,6 +842,9 @@ impl Writer {
             }
         }
         txn.commit()?;
+        self.stale_hwm.clear();
+        self.stale_bytes = 0;
+        self.last_index_commit = Instant::now();
         Ok(())
     }
 
