@@ -101,7 +101,9 @@ pub struct StoreOptions {
     pub max_record_bytes: u32,
     /// Commands queued for the writer before appenders wait (back-pressure).
     pub writer_queue: usize,
-    /// redb page cache.
+    /// Upper bound of the catalog's (redb's) page cache. Filled only as pages are read, so it
+    /// costs nothing at idle; 32 MiB made time-index range queries over 1M fragments 2.5x slower
+    /// (docs/BENCHMARKS.md).
     pub catalog_cache_bytes: usize,
     pub clock: Arc<dyn Clock>,
     pub fs: Arc<dyn Fs>,
@@ -116,7 +118,7 @@ impl Default for StoreOptions {
             index_interval_bytes: 32 << 10,
             max_record_bytes: 64 << 20,
             writer_queue: 1024,
-            catalog_cache_bytes: 32 << 20,
+            catalog_cache_bytes: 128 << 20,
             clock: Arc::new(SystemClock),
             fs: Arc::new(RealFs),
         }
