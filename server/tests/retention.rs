@@ -2,7 +2,6 @@
 //! retention interval, with the clock moved instead of waited for.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use bytes::Bytes;
 use timeshard_server::config::Config;
 use timeshard_storage::clock::ManualClock;
 use timeshard_storage::options::SyncPolicy;
-use timeshard_storage::{NewRecord, NewShard, NewStream, StreamKind, StreamStatus};
+use timeshard_storage::{NewRecord, NewShard, NewStream, StreamKind};
 
 #[tokio::test]
 async fn expired_data_is_removed_in_the_background() {
@@ -28,21 +27,12 @@ async fn expired_data_is_removed_in_the_background() {
         .unwrap();
     let store = server.state().store().clone();
     let info = store
-        .create_stream(NewStream {
-            name: "r".into(),
-            kind: StreamKind::Data,
-            retention_ms: 3_600_000,
-            byte_budget: None,
-            tags: BTreeMap::new(),
-            attributes: BTreeMap::new(),
-            status: StreamStatus::Active,
-            shards: vec![NewShard {
-                hash_start: 0,
-                hash_end: u128::MAX,
-                parent: None,
-                adjacent_parent: None,
-            }],
-        })
+        .create_stream(NewStream::new(
+            "r",
+            StreamKind::Data,
+            3_600_000,
+            vec![NewShard::whole_key_range()],
+        ))
         .await
         .unwrap();
     let shard = info.shards[0].uid;

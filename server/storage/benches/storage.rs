@@ -15,7 +15,6 @@
 //! scales the amounts of data.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use timeshard_storage::options::{StoreOptions, SyncPolicy};
 use timeshard_storage::{
-    NewRecord, NewShard, NewStream, Position, ReadLimits, Store, StreamKind, StreamStatus, TimeKind,
+    NewRecord, NewShard, NewStream, Position, ReadLimits, Store, StreamKind, TimeKind,
 };
 
 fn scale() -> f64 {
@@ -49,21 +48,7 @@ fn bench_dir(name: &str) -> PathBuf {
 }
 
 fn stream(name: &str, kind: StreamKind) -> NewStream {
-    NewStream {
-        name: name.into(),
-        kind,
-        retention_ms: u64::MAX / 4,
-        byte_budget: None,
-        tags: BTreeMap::new(),
-        attributes: BTreeMap::new(),
-        status: StreamStatus::Active,
-        shards: vec![NewShard {
-            hash_start: 0,
-            hash_end: u128::MAX,
-            parent: None,
-            adjacent_parent: None,
-        }],
-    }
+    NewStream::new(name, kind, u64::MAX / 4, vec![NewShard::whole_key_range()])
 }
 
 fn mbps(bytes: usize, d: Duration) -> f64 {
@@ -230,10 +215,7 @@ fn main() {
         let dir = bench_dir("read");
         let (_, store) = store_appends(&rt, &dir, SyncPolicy::Never, 1024, 500, scaled(2000));
         let shard = store.stream("bench").unwrap().shards[0].uid;
-        let limits = ReadLimits {
-            max_records: 10_000,
-            max_bytes: 10 << 20,
-        };
+        let limits = ReadLimits::new(10_000, 10 << 20);
         let mut best = 0.0f64;
         for _ in 0..3 {
             let t = Instant::now();

@@ -32,6 +32,18 @@ pub struct ReadLimits {
     pub max_bytes: usize,
 }
 
+impl ReadLimits {
+    pub const fn new(max_records: usize, max_bytes: usize) -> Self {
+        ReadLimits {
+            max_records,
+            max_bytes,
+        }
+    }
+
+    /// Everything there is (tests, tools; not for request paths).
+    pub const UNBOUNDED: ReadLimits = ReadLimits::new(usize::MAX, usize::MAX);
+}
+
 impl Default for ReadLimits {
     fn default() -> Self {
         ReadLimits {

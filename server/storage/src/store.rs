@@ -70,6 +70,40 @@ pub struct NewStream {
     pub shards: Vec<NewShard>,
 }
 
+impl NewShard {
+    /// A shard owning every hash key (the one shard of a video stream, or of a one-shard data
+    /// stream).
+    pub fn whole_key_range() -> Self {
+        NewShard {
+            hash_start: 0,
+            hash_end: u128::MAX,
+            parent: None,
+            adjacent_parent: None,
+        }
+    }
+}
+
+impl NewStream {
+    /// An active stream with no tags, attributes or byte budget.
+    pub fn new(
+        name: impl Into<String>,
+        kind: StreamKind,
+        retention_ms: u64,
+        shards: Vec<NewShard>,
+    ) -> Self {
+        NewStream {
+            name: name.into(),
+            kind,
+            retention_ms,
+            byte_budget: None,
+            tags: BTreeMap::new(),
+            attributes: BTreeMap::new(),
+            status: StreamStatus::Active,
+            shards,
+        }
+    }
+}
+
 /// A stream and its shards (ordered by index).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamInfo {

@@ -181,18 +181,38 @@ impl Pending {
     }
 }
 
-enum Waiter {
-    Append {
-        shard: ShardUid,
-        appended: Appended,
-        reply: Reply<Appended>,
-    },
+/// An appender waiting for its staged records to be flushed.
+struct Waiter {
+    shard: ShardUid,
+    appended: Appended,
+    reply: Reply<Appended>,
 }
 
 #[derive(Default)]
 struct Group {
     pending: BTreeMap<ShardUid, Pending>,
     waiters: Vec<Waiter>,
+}
+
+impl Group {
+    /// Queues the appender until the flush, or answers it now if staging failed.
+    fn wait(
+        &mut self,
+        shard: ShardUid,
+        staged: Result<Appended, StoreError>,
+        reply: Reply<Appended>,
+    ) {
+        match staged {
+            Ok(appended) => self.waiters.push(Waiter {
+                shard,
+                appended,
+                reply,
+            }),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
 }
 
 pub(crate) struct Writer {
@@ -346,16 +366,10 @@ impl Writer {
                     shard,
                     records,
                     reply,
-                } => match self.stage(&mut group, shard, records, None) {
-                    Ok(appended) => group.waiters.push(Waiter::Append {
-                        shard,
-                        appended,
-                        reply,
-                    }),
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                },
+                } => {
+                    let staged = self.stage(&mut group, shard, records, None);
+                    group.wait(shard, staged, reply);
+                }
                 Command::Commit {
                     shard,
                     view,
@@ -370,16 +384,7 @@ impl Writer {
                         };
                         self.stage(&mut group, shard, vec![record], Some(view.clone()))
                     });
-                    match staged {
-                        Ok(appended) => group.waiters.push(Waiter::Append {
-                            shard,
-                            appended,
-                            reply,
-                        }),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    }
+                    group.wait(shard, staged, reply);
                 }
                 Command::Abort { shard, view } => {
                     if let Some(sw) = self.shards.get_mut(&shard)
@@ -747,7 +752,7 @@ impl Writer {
             self.note_catalog_commit(r, durable);
         }
         for w in group.waiters.drain(..) {
-            let Waiter::Append {
+            let Waiter {
                 shard,
                 appended,
                 reply,

@@ -68,14 +68,7 @@ async fn append_read_every_position_and_reopen() {
         assert_eq!(r.offset, i as u64);
     }
     let at = store
-        .read(
-            shard,
-            Position::At(150),
-            ReadLimits {
-                max_records: 3,
-                max_bytes: 1 << 20,
-            },
-        )
+        .read(shard, Position::At(150), ReadLimits::new(3, 1 << 20))
         .await
         .unwrap();
     assert_eq!(
@@ -84,14 +77,7 @@ async fn append_read_every_position_and_reopen() {
     );
     assert_eq!(at.next_offset, 153);
     let after = store
-        .read(
-            shard,
-            Position::After(150),
-            ReadLimits {
-                max_records: 1,
-                max_bytes: 1,
-            },
-        )
+        .read(shard, Position::After(150), ReadLimits::new(1, 1))
         .await
         .unwrap();
     assert_eq!(after.records[0].offset, 151);
@@ -105,10 +91,7 @@ async fn append_read_every_position_and_reopen() {
         .read(
             shard,
             Position::AtServerTime(1_000_005),
-            ReadLimits {
-                max_records: 1,
-                max_bytes: 1 << 20,
-            },
+            ReadLimits::new(1, 1 << 20),
         )
         .await
         .unwrap();
@@ -122,14 +105,7 @@ async fn append_read_every_position_and_reopen() {
     );
     // Bytes bound: at least one record, then stop before exceeding.
     let bounded = store
-        .read(
-            shard,
-            Position::At(100),
-            ReadLimits {
-                max_records: 100,
-                max_bytes: 300,
-            },
-        )
+        .read(shard, Position::At(100), ReadLimits::new(100, 300))
         .await
         .unwrap();
     let sum: usize = bounded

@@ -24,14 +24,7 @@ fn rec(i: u64) -> NewRecord {
 
 async fn all(store: &Store, shard: ShardUid) -> Vec<(u64, Bytes)> {
     let b = store
-        .read(
-            shard,
-            Position::Oldest,
-            ReadLimits {
-                max_records: usize::MAX,
-                max_bytes: usize::MAX,
-            },
-        )
+        .read(shard, Position::Oldest, ReadLimits::UNBOUNDED)
         .await
         .unwrap();
     b.records
@@ -58,6 +51,25 @@ fn setup() -> (tempfile::TempDir, Arc<ManualClock>, Arc<FaultyFs>) {
 
 fn opts(clock: &Arc<ManualClock>, fs: &Arc<FaultyFs>) -> timeshard_storage::options::StoreOptions {
     small_segments(clock, Some(fs.clone() as Arc<dyn Fs>))
+}
+
+/// A one-shard store holding `n` records, one per append (so small segments roll), closed.
+/// Returns the shard, the records' seeds and the shard's directory.
+async fn filled_then_closed(
+    dir: &tempfile::TempDir,
+    clock: &Arc<ManualClock>,
+    fs: &Arc<FaultyFs>,
+    n: u64,
+) -> (ShardUid, Vec<u64>, std::path::PathBuf) {
+    let store = open(dir.path(), opts(clock, fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    let seeds: Vec<u64> = (0..n).collect();
+    for s in &seeds {
+        store.append(shard, vec![rec(*s)]).await.unwrap();
+    }
+    store.close();
+    let shard_dir = dir.path().join("shards").join(format!("{:020}", shard.0));
+    (shard, seeds, shard_dir)
 }
 
 #[tokio::test]
@@ -155,15 +167,7 @@ async fn failed_fsync_is_not_acknowledged_and_is_rolled_back() {
 #[tokio::test]
 async fn torn_and_zeroed_tails_are_truncated_on_open() {
     let (dir, clock, fs) = setup();
-    let store = open(dir.path(), opts(&clock, &fs));
-    let shard = create(&store, "s", 1).await.shards[0].uid;
-    let seeds: Vec<u64> = (0..30).collect();
-    for s in &seeds {
-        store.append(shard, vec![rec(*s)]).await.unwrap();
-    }
-    store.close();
-    drop(store);
-    let shard_dir = dir.path().join("shards").join(format!("{:020}", shard.0));
+    let (shard, seeds, shard_dir) = filled_then_closed(&dir, &clock, &fs, 30).await;
     let mut segs: Vec<_> = std::fs::read_dir(&shard_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -213,15 +217,7 @@ async fn torn_and_zeroed_tails_are_truncated_on_open() {
 #[tokio::test]
 async fn damaged_sparse_index_is_rebuilt() {
     let (dir, clock, fs) = setup();
-    let store = open(dir.path(), opts(&clock, &fs));
-    let shard = create(&store, "s", 1).await.shards[0].uid;
-    let seeds: Vec<u64> = (0..60).collect();
-    for s in &seeds {
-        store.append(shard, vec![rec(*s)]).await.unwrap();
-    }
-    store.close();
-    drop(store);
-    let shard_dir = dir.path().join("shards").join(format!("{:020}", shard.0));
+    let (shard, seeds, shard_dir) = filled_then_closed(&dir, &clock, &fs, 60).await;
     for e in std::fs::read_dir(&shard_dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|e| e == "idx") {
@@ -240,14 +236,7 @@ async fn damaged_sparse_index_is_rebuilt() {
     );
     for (o, s) in seeds.iter().enumerate().step_by(7) {
         let b = store
-            .read(
-                shard,
-                Position::At(o as u64),
-                ReadLimits {
-                    max_records: 1,
-                    max_bytes: 1,
-                },
-            )
+            .read(shard, Position::At(o as u64), ReadLimits::new(1, 1))
             .await
             .unwrap();
         assert_eq!(b.records[0].payload, rec(*s).payload);

@@ -128,14 +128,7 @@ fn verify(dir: &Path, acked: &BTreeMap<(u64, u64), u64>) -> usize {
     let info = store.stream("crash");
     for shard in info.iter().flat_map(|i| i.shards.iter()).map(|s| s.uid) {
         let batch = rt
-            .block_on(store.read(
-                shard,
-                Position::Oldest,
-                ReadLimits {
-                    max_records: usize::MAX,
-                    max_bytes: usize::MAX,
-                },
-            ))
+            .block_on(store.read(shard, Position::Oldest, ReadLimits::UNBOUNDED))
             .expect("no record reads back corrupted");
         // Every stored record is well-formed: dense offsets, and a payload matching its seed.
         for (i, r) in batch.records.iter().enumerate() {
@@ -157,10 +150,7 @@ fn verify(dir: &Path, acked: &BTreeMap<(u64, u64), u64>) -> usize {
             .block_on(store.read(
                 ShardUid(*shard),
                 Position::At(*offset),
-                ReadLimits {
-                    max_records: 1,
-                    max_bytes: 1,
-                },
+                ReadLimits::new(1, 1),
             ))
             .unwrap();
         let r = b

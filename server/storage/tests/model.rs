@@ -50,6 +50,17 @@ fn gen_record(rng: &mut Rng, video: bool) -> NewRecord {
     }
 }
 
+async fn whole_time_index(
+    store: &Store,
+    shard: ShardUid,
+    kind: TimeKind,
+) -> Vec<timeshard_storage::IndexedRecord> {
+    store
+        .time_range(shard, kind, i64::MIN, i64::MAX, None, usize::MAX)
+        .await
+        .unwrap()
+}
+
 async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rng) {
     let recs = &model.shards[&shard];
     let next = model.next[&shard];
@@ -66,10 +77,7 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
     let mut got = Vec::new();
     let mut pos = Position::Oldest;
     loop {
-        let limits = ReadLimits {
-            max_records: 1 + rng.below(50) as usize,
-            max_bytes: 1 + rng.below(100_000) as usize,
-        };
+        let limits = ReadLimits::new(1 + rng.below(50) as usize, 1 + rng.below(100_000) as usize);
         let batch = store.read(shard, pos, limits).await.unwrap();
         if batch.records.is_empty() {
             assert_eq!(batch.next_offset, next);
@@ -100,10 +108,7 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
             break;
         }
         let r = &recs[rng.below(recs.len() as u64) as usize];
-        let one = ReadLimits {
-            max_records: 1,
-            max_bytes: 1,
-        };
+        let one = ReadLimits::new(1, 1);
         let at = store
             .read(shard, Position::At(r.offset), one)
             .await
@@ -130,14 +135,7 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
     // Below the trim horizon reads start at it.
     if trim > 0 {
         let b = store
-            .read(
-                shard,
-                Position::At(trim - 1),
-                ReadLimits {
-                    max_records: 1,
-                    max_bytes: 1,
-                },
-            )
+            .read(shard, Position::At(trim - 1), ReadLimits::new(1, 1))
             .await
             .unwrap();
         assert_eq!(
@@ -153,17 +151,7 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
         .filter_map(|r| r.producer_ts.map(|p| (p, r.offset)))
         .collect();
     indexed.sort();
-    let got = store
-        .time_range(
-            shard,
-            TimeKind::Producer,
-            i64::MIN,
-            i64::MAX,
-            None,
-            usize::MAX,
-        )
-        .await
-        .unwrap();
+    let got = whole_time_index(store, shard, TimeKind::Producer).await;
     assert_eq!(
         got.iter()
             .map(|e| (e.producer_ts_ms, e.offset))
@@ -184,17 +172,7 @@ async fn check_shard(store: &Store, model: &Model, shard: ShardUid, rng: &mut Rn
             .unwrap();
         assert_eq!(got.iter().map(|e| e.offset).collect::<Vec<_>>(), want);
     }
-    let by_server = store
-        .time_range(
-            shard,
-            TimeKind::Server,
-            i64::MIN,
-            i64::MAX,
-            None,
-            usize::MAX,
-        )
-        .await
-        .unwrap();
+    let by_server = whole_time_index(store, shard, TimeKind::Server).await;
     assert_eq!(by_server.len(), indexed.len());
     assert!(
         by_server

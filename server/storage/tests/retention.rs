@@ -75,14 +75,7 @@ async fn age_retention_removes_whole_expired_segments_and_their_index_entries() 
     assert_eq!(oldest.trim_horizon, after.trim_horizon);
     // A position below the horizon reads from the horizon.
     let below = store
-        .read(
-            shard,
-            Position::At(0),
-            ReadLimits {
-                max_records: 1,
-                max_bytes: 1,
-            },
-        )
+        .read(shard, Position::At(0), ReadLimits::new(1, 1))
         .await
         .unwrap();
     assert_eq!(below.records[0].offset, after.trim_horizon);

@@ -1,7 +1,6 @@
 //! Helpers shared by the storage integration tests.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -9,7 +8,7 @@ use bytes::Bytes;
 use timeshard_storage::clock::ManualClock;
 use timeshard_storage::fs::Fs;
 use timeshard_storage::options::{StoreOptions, SyncPolicy};
-use timeshard_storage::{NewShard, NewStream, Store, StreamInfo, StreamKind, StreamStatus};
+use timeshard_storage::{NewShard, NewStream, Store, StreamInfo, StreamKind};
 
 pub fn options(clock: &Arc<ManualClock>) -> StoreOptions {
     StoreOptions {
@@ -35,27 +34,19 @@ pub fn open(dir: &Path, opts: StoreOptions) -> Store {
 
 pub fn new_stream(name: &str, kind: StreamKind, shards: usize, retention_ms: u64) -> NewStream {
     let step = u128::MAX / shards as u128;
-    NewStream {
-        name: name.into(),
-        kind,
-        retention_ms,
-        byte_budget: None,
-        tags: BTreeMap::new(),
-        attributes: BTreeMap::new(),
-        status: StreamStatus::Active,
-        shards: (0..shards)
-            .map(|i| NewShard {
-                hash_start: step * i as u128,
-                hash_end: if i + 1 == shards {
-                    u128::MAX
-                } else {
-                    step * (i as u128 + 1) - 1
-                },
-                parent: None,
-                adjacent_parent: None,
-            })
-            .collect(),
-    }
+    let shards = (0..shards)
+        .map(|i| NewShard {
+            hash_start: step * i as u128,
+            hash_end: if i + 1 == shards {
+                u128::MAX
+            } else {
+                step * (i as u128 + 1) - 1
+            },
+            parent: None,
+            adjacent_parent: None,
+        })
+        .collect();
+    NewStream::new(name, kind, retention_ms, shards)
 }
 
 pub async fn create(store: &Store, name: &str, shards: usize) -> StreamInfo {
