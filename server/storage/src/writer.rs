@@ -306,12 +306,13 @@ impl Writer {
             SyncPolicy::Batch(d) => Some(t + d),
             _ => None,
         });
-        let catalog = (self.catalog_dirty || !self.stale_hwm.is_empty())
-            .then_some(self.last_durable.min(self.last_index_commit) + DURABLE_CATALOG_EVERY);
-        match (sync, catalog) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // Exactly the conditions `on_timer` acts on, so a wake-up always has work to do.
+        let stale =
+            (!self.stale_hwm.is_empty()).then_some(self.last_index_commit + DURABLE_CATALOG_EVERY);
+        let dirty = self
+            .catalog_dirty
+            .then_some(self.last_durable + DURABLE_CATALOG_EVERY);
+        [sync, stale, dirty].into_iter().flatten().min()
     }
 
     /// Deferred work: the batch policy's sync, and a durable catalog commit after non-durable ones.
@@ -338,6 +339,9 @@ impl Writer {
             }
             Ok(()) => self.catalog_dirty = true,
             Err(e) => {
+                // Try again in a while, not in a tight loop.
+                self.last_durable = Instant::now();
+                self.last_index_commit = Instant::now();
                 // The segments stay the truth and recovery rebuilds the index at the next open,
                 // but until then reads through the index would miss records: report unhealthy.
                 tracing::error!(error = %e, "catalog commit failed");
