@@ -32,6 +32,7 @@ pub trait Fs: Send + Sync + Debug + 'static {
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Names of the entries of a directory.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// fsync of a directory, so created and removed names persist.
@@ -120,6 +121,10 @@ impl Fs for RealFs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
         }
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -276,6 +281,10 @@ impl Fs for FaultyFs {
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         RealFs.remove_dir_all(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealFs.rename(from, to)
     }
 
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {

@@ -143,10 +143,8 @@ fn quarantine(fs: &dyn Fs, path: &Path, why: &str) -> Result<(), StoreError> {
     let mut target = path.as_os_str().to_owned();
     target.push(".corrupt");
     tracing::error!(path = %path.display(), why, "moving an unreadable segment aside");
-    std::fs::rename(path, &target)
-        .map_err(StoreError::io(format!("moving {} aside", path.display())))?;
-    let _ = fs;
-    Ok(())
+    fs.rename(path, Path::new(&target))
+        .map_err(StoreError::io(format!("moving {} aside", path.display())))
 }
 
 struct Recovered {

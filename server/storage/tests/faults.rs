@@ -168,13 +168,7 @@ async fn failed_fsync_is_not_acknowledged_and_is_rolled_back() {
 async fn torn_and_zeroed_tails_are_truncated_on_open() {
     let (dir, clock, fs) = setup();
     let (shard, seeds, shard_dir) = filled_then_closed(&dir, &clock, &fs, 30).await;
-    let mut segs: Vec<_> = std::fs::read_dir(&shard_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
-    let last = segs.last().unwrap().clone();
+    let last = segment_files(&shard_dir).last().unwrap().clone();
 
     for damage in [&[0x55u8; 37][..], &[0u8; 4096][..], &rec(999).payload[..]] {
         let before = std::fs::metadata(&last).unwrap().len();
@@ -251,4 +245,73 @@ async fn a_directory_cannot_be_opened_twice() {
         Store::open(dir.path(), opts(&clock, &fs)),
         Err(StoreError::Locked(_))
     ));
+}
+
+fn segment_files(shard_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segs.sort();
+    segs
+}
+
+#[tokio::test]
+async fn damaged_bytes_in_a_sealed_segment_read_back_as_an_error_not_as_data() {
+    let (dir, clock, fs) = setup();
+    let (shard, _, shard_dir) = filled_then_closed(&dir, &clock, &fs, 60).await;
+    let segs = segment_files(&shard_dir);
+    assert!(segs.len() >= 3, "the test needs sealed segments");
+    // Flip one byte in the payload of the first record of the first (sealed) segment.
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    bytes[64 + 48 + 10] ^= 0x01;
+    std::fs::write(&segs[0], bytes).unwrap();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let err = store
+        .read(shard, Position::At(0), ReadLimits::new(1, 1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // Records in other segments are unaffected.
+    let later = store
+        .read(shard, Position::At(59), ReadLimits::new(1, 1))
+        .await
+        .unwrap();
+    assert_eq!(later.records[0].payload, rec(59).payload);
+}
+
+#[tokio::test]
+async fn an_active_segment_with_a_damaged_header_is_moved_aside_and_the_store_opens() {
+    let (dir, clock, fs) = setup();
+    let (shard, _, shard_dir) = filled_then_closed(&dir, &clock, &fs, 60).await;
+    let segs = segment_files(&shard_dir);
+    let last = segs.last().unwrap().clone();
+    let first_in_last: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    bytes[3] ^= 0xFF;
+    std::fs::write(&last, bytes).unwrap();
+
+    let store = open(dir.path(), opts(&clock, &fs));
+    let mut aside = last.as_os_str().to_owned();
+    aside.push(".corrupt");
+    assert!(
+        std::path::Path::new(&aside).exists(),
+        "the damaged segment is kept for inspection"
+    );
+    assert!(!last.exists());
+    // The shard carries on from the end of the last intact segment.
+    let kept = all(&store, shard).await;
+    assert_eq!(kept.len() as u64, first_in_last);
+    let next = store.append(shard, vec![rec(1000)]).await.unwrap();
+    assert_eq!(next.first_offset, first_in_last);
+    let read_back = store
+        .read(
+            shard,
+            Position::At(next.first_offset),
+            ReadLimits::new(1, 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read_back.records[0].payload, rec(1000).payload);
 }
