@@ -7,13 +7,12 @@ mod support;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use aws_sigv4::http_request::{SessionTokenMode, SignableBody, SigningSettings};
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
+use http::{Request, Response, StatusCode};
 use support::*;
 use timeshard_server::api::sigv4::EMPTY_SHA256;
 
@@ -21,6 +20,16 @@ const LIST_STREAMS: &[(&str, &str)] = &[
     ("content-type", "application/x-amz-json-1.1"),
     ("x-amz-target", "Kinesis_20131202.ListStreams"),
 ];
+
+/// Sends a ListStreams whose body is `body`, signed for `service` with `secret`.
+async fn send_list_streams(
+    addr: SocketAddr,
+    body: &[u8],
+    service: &str,
+    secret: &str,
+) -> Response<Bytes> {
+    send(addr, signed(addr, "/", LIST_STREAMS, body, service, secret)).await
+}
 
 #[tokio::test]
 async fn authentication_routing_health_and_metrics() {
@@ -38,25 +47,18 @@ async fn authentication_routing_health_and_metrics() {
     let r = send(addr, unsigned(addr, "POST", "/", LIST_STREAMS, b"{}")).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(r.headers()["content-type"], "application/x-amz-json-1.1");
-    assert_eq!(json(&r)["__type"], "MissingAuthenticationTokenException");
-    assert_eq!(json(&r)["message"], "Missing Authentication Token");
+    assert_error_type(&r, "MissingAuthenticationTokenException");
+    assert_eq!(error_message(&r), "Missing Authentication Token");
     assert!(request_ids.insert(r.headers()["x-amzn-requestid"].clone()));
 
     // Signed: through authentication to the (not yet implemented) operation.
-    let r = send(
-        addr,
-        signed(addr, "/", LIST_STREAMS, b"{}", "kinesis", SECRET),
-    )
-    .await;
+    let r = send_list_streams(addr, b"{}", "kinesis", SECRET).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(json(&r)["__type"], "UnknownOperationException");
+    assert_error_type(&r, "UnknownOperationException");
+    let message = error_message(&r);
     assert!(
-        json(&r)["message"]
-            .as_str()
-            .unwrap()
-            .contains("ListStreams is not implemented"),
-        "{:?}",
-        json(&r)
+        message.contains("ListStreams is not implemented"),
+        "{message}"
     );
     assert!(request_ids.insert(r.headers()["x-amzn-requestid"].clone()));
 
@@ -66,28 +68,16 @@ async fn authentication_routing_health_and_metrics() {
         ("x-amz-target", "Kinesis_20131202.Frobnicate"),
     ];
     let r = send(addr, signed(addr, "/", &bogus, b"{}", "kinesis", SECRET)).await;
-    assert_eq!(json(&r)["__type"], "UnknownOperationException");
-    assert!(
-        json(&r)["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("Unknown operation")
-    );
+    assert_error_type(&r, "UnknownOperationException");
+    let message = error_message(&r);
+    assert!(message.starts_with("Unknown operation"), "{message}");
 
     // Wrong secret, and a signature for the wrong service.
-    let r = send(
-        addr,
-        signed(addr, "/", LIST_STREAMS, b"{}", "kinesis", "wrong"),
-    )
-    .await;
+    let r = send_list_streams(addr, b"{}", "kinesis", "wrong").await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(json(&r)["__type"], "InvalidSignatureException");
-    let r = send(
-        addr,
-        signed(addr, "/", LIST_STREAMS, b"{}", "kinesisvideo", SECRET),
-    )
-    .await;
-    assert_eq!(json(&r)["__type"], "InvalidSignatureException");
+    assert_error_type(&r, "InvalidSignatureException");
+    let r = send_list_streams(addr, b"{}", "kinesisvideo", SECRET).await;
+    assert_error_type(&r, "InvalidSignatureException");
 
     // Video, unsigned: rest-json error with the type in the headers, 403.
     let describe = [("content-type", "application/json")];
@@ -132,12 +122,12 @@ async fn authentication_routing_health_and_metrics() {
     .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.headers()["x-amzn-errortype"], "UnknownOperationException");
-    assert_eq!(json(&r)["__type"], "UnknownOperationException");
+    assert_error_type(&r, "UnknownOperationException");
 
     // Outside the API families.
     let r = send(addr, get(addr, "/no/such/path")).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(json(&r)["__type"], "NotFoundException");
+    assert_error_type(&r, "NotFoundException");
     let r = send(addr, get(addr, "/createStream")).await;
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(r.headers()["allow"], "POST");
@@ -194,8 +184,7 @@ async fn put_media_is_authenticated_from_headers_with_the_body_streaming() {
     let addr = server.local_addr();
 
     let put_media = |secret: &'static str| {
-        let (mut tx, body) =
-            http_body_util::channel::Channel::<Bytes, timeshard_server::http::BoxError>::new(4);
+        let (mut tx, body) = body_channel(4);
         let mut req = Request::post("/putMedia")
             .header("host", addr.to_string())
             .header("user-agent", "AWS-SDK-KVS-CPP-CLIENT/3.4.1")
@@ -205,7 +194,7 @@ async fn put_media_is_authenticated_from_headers_with_the_body_streaming() {
             .header("x-amzn-fragment-acknowledgment-required", "1")
             .header("transfer-encoding", "chunked")
             .header("connection", "keep-alive")
-            .body(body.boxed_unsync())
+            .body(body)
             .unwrap();
         let mut settings = SigningSettings::default();
         settings.excluded_headers = Some(vec![Cow::Borrowed("authorization")]);
@@ -237,11 +226,7 @@ async fn put_media_is_authenticated_from_headers_with_the_body_streaming() {
         ("wrong", StatusCode::FORBIDDEN, "InvalidSignatureException"),
     ] {
         let (tx, req) = put_media(secret);
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let mut sender = connect_http1(addr).await;
         let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
             .await
             .unwrap()
@@ -250,12 +235,8 @@ async fn put_media_is_authenticated_from_headers_with_the_body_streaming() {
         assert_eq!(response.status(), status);
         assert_eq!(response.headers()["x-amzn-errortype"], error_type);
         if status == StatusCode::NOT_FOUND {
-            assert!(
-                json(&response)["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("putMedia is not implemented")
-            );
+            let message = error_message(&response);
+            assert!(message.contains("putMedia is not implemented"), "{message}");
         }
         drop(tx);
     }
@@ -276,21 +257,17 @@ async fn json_bodies_are_capped() {
     let big = vec![b' '; 2000];
 
     // Declared by Content-Length: refused before reading.
-    let r = send(
-        addr,
-        signed(addr, "/", LIST_STREAMS, &big, "kinesis", SECRET),
-    )
-    .await;
+    let r = send_list_streams(addr, &big, "kinesis", SECRET).await;
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(json(&r)["__type"], "RequestEntityTooLargeException");
-    assert!(json(&r)["message"].as_str().unwrap().contains("1024"));
+    assert_error_type(&r, "RequestEntityTooLargeException");
+    let message = error_message(&r);
+    assert!(message.contains("1024"), "{message}");
 
     // Chunked, no length: refused once the limit is crossed.
-    let (mut tx, body) =
-        http_body_util::channel::Channel::<Bytes, timeshard_server::http::BoxError>::new(8);
+    let (mut tx, body) = body_channel(8);
     let mut req = Request::post("/describeStream")
         .header("host", addr.to_string())
-        .body(body.boxed_unsync())
+        .body(body)
         .unwrap();
     sign_now(
         &mut req,
@@ -315,12 +292,8 @@ async fn json_bodies_are_capped() {
 
     // At the limit: fine (through to the unknown operation).
     let ok = vec![b' '; 1024];
-    let r = send(
-        addr,
-        signed(addr, "/", LIST_STREAMS, &ok, "kinesis", SECRET),
-    )
-    .await;
-    assert_eq!(json(&r)["__type"], "UnknownOperationException");
+    let r = send_list_streams(addr, &ok, "kinesis", SECRET).await;
+    assert_error_type(&r, "UnknownOperationException");
     server.shutdown().await;
 }
 
@@ -332,17 +305,13 @@ async fn without_credentials_requests_are_not_authenticated_and_h2c_works() {
     assert_eq!(server.public_url(), format!("http://{addr}"));
 
     let r = send(addr, unsigned(addr, "POST", "/", LIST_STREAMS, b"{}")).await;
-    assert_eq!(json(&r)["__type"], "UnknownOperationException");
+    assert_error_type(&r, "UnknownOperationException");
 
     // A POST / without a target.
     let r = send(addr, unsigned(addr, "POST", "/", &[], b"{}")).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
-    assert!(
-        json(&r)["message"]
-            .as_str()
-            .unwrap()
-            .contains("Missing X-Amz-Target")
-    );
+    let message = error_message(&r);
+    assert!(message.contains("Missing X-Amz-Target"), "{message}");
 
     // HTTP/2 with prior knowledge (the Java SDK v2 and KCL speak HTTP/2).
     let req = Request::get(format!("http://{addr}/health"))
@@ -356,7 +325,7 @@ async fn without_credentials_requests_are_not_authenticated_and_h2c_works() {
         .body(timeshard_server::http::full_body("{}"))
         .unwrap();
     let r = send_h2(addr, req).await;
-    assert_eq!(json(&r)["__type"], "UnknownOperationException");
+    assert_error_type(&r, "UnknownOperationException");
     server.shutdown().await;
 }
 
@@ -380,12 +349,7 @@ async fn signed_h2c_request_uses_the_authority_as_host() {
     // hyper's HTTP/2 client turns the URI authority into `:authority`; drop the header copy.
     req.headers_mut().remove("host");
     let r = send_h2(addr, req).await;
-    assert_eq!(
-        json(&r)["__type"],
-        "UnknownOperationException",
-        "{:?}",
-        json(&r)
-    );
+    assert_error_type(&r, "UnknownOperationException");
     server.shutdown().await;
 }
 
@@ -395,18 +359,13 @@ async fn graceful_shutdown_lets_in_flight_requests_finish_then_closes_the_store(
     let addr = server.local_addr();
 
     // A request whose body is still arriving when shutdown starts.
-    let (mut tx, body) =
-        http_body_util::channel::Channel::<Bytes, timeshard_server::http::BoxError>::new(4);
+    let (mut tx, body) = body_channel(4);
     let req = Request::post("/")
         .header("host", addr.to_string())
         .header("x-amz-target", "Kinesis_20131202.ListStreams")
-        .body(body.boxed_unsync())
+        .body(body)
         .unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect_http1(addr).await;
     tx.send_data(Bytes::from_static(b"{")).await.unwrap();
     let in_flight =
         tokio::spawn(async move { collect(sender.send_request(req).await.unwrap()).await });
@@ -439,7 +398,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish_then_closes_the_store(
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(json(&response)["__type"], "UnknownOperationException");
+    assert_error_type(&response, "UnknownOperationException");
     tokio::time::timeout(Duration::from_secs(10), shutdown)
         .await
         .unwrap()
@@ -456,17 +415,12 @@ async fn shutdown_is_bounded_by_the_grace_period() {
         start_server(false, |c| c.shutdown_grace = Duration::from_millis(200)).await;
     let addr = server.local_addr();
     // A request that never finishes sending its body.
-    let (tx, body) =
-        http_body_util::channel::Channel::<Bytes, timeshard_server::http::BoxError>::new(4);
+    let (tx, body) = body_channel(4);
     let req = Request::post("/")
         .header("host", addr.to_string())
-        .body(body.boxed_unsync())
+        .body(body)
         .unwrap();
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
+    let mut sender = connect_http1(addr).await;
     let _in_flight = tokio::spawn(async move { sender.send_request(req).await });
     while server.state().http_metrics().open_connections() == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;

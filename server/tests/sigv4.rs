@@ -17,8 +17,8 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue};
-use timeshard_server::api::ErrorKind;
 use timeshard_server::api::sigv4::{EMPTY_SHA256, Payload, SigningService, Verifier};
+use timeshard_server::api::{ApiError, ErrorKind};
 use timeshard_server::config::Credential;
 
 const AKID: &str = "AKIDTIMESHARDTEST";
@@ -144,6 +144,14 @@ fn sign_request(req: &Unsigned, how: Signing) -> Parts {
     request.into_parts().0
 }
 
+/// A ListStreams request as the SDK builds it, and its head signed for `kinesis` at the signing
+/// time.
+fn signed_list_streams() -> (Unsigned, Parts) {
+    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
+    let parts = sign_request(&req, Signing::for_service("kinesis"));
+    (req, parts)
+}
+
 fn set_header(parts: &mut Parts, name: &'static str, value: &str) {
     parts.headers.insert(
         HeaderName::from_static(name),
@@ -151,7 +159,14 @@ fn set_header(parts: &mut Parts, name: &'static str, value: &str) {
     );
 }
 
-fn verify(
+/// The `authorization` header of a signed request.
+fn authorization(parts: &Parts) -> String {
+    parts.headers["authorization"].to_str().unwrap().to_owned()
+}
+
+/// Verifies `parts` with the test verifier, its clock at `now`: the access key id the request was
+/// signed with, or why it was refused.
+fn verify_at(
     parts: &Parts,
     service: SigningService,
     payload: Payload<'_>,
@@ -163,16 +178,50 @@ fn verify(
         .map_err(|e| e.kind)
 }
 
+/// [`verify_at`] the signing time.
+fn verify(
+    parts: &Parts,
+    service: SigningService,
+    payload: Payload<'_>,
+) -> Result<String, ErrorKind> {
+    verify_at(parts, service, payload, signing_time())
+}
+
+/// Why `verifier` refuses the request at the signing time; panics if it accepts it.
+fn refusal(
+    verifier: &Verifier,
+    parts: &Parts,
+    service: SigningService,
+    payload: Payload<'_>,
+) -> ApiError {
+    verifier
+        .verify(parts, service, payload, ms(signing_time()))
+        .unwrap_err()
+}
+
+/// Asserts that the test verifier, its clock at `now`, refuses the request with `kind` and a
+/// message starting with `message_prefix`.
+#[track_caller]
+fn assert_rejected(
+    parts: &Parts,
+    service: SigningService,
+    payload: Payload<'_>,
+    now: SystemTime,
+    kind: ErrorKind,
+    message_prefix: &str,
+) {
+    let err = verifier()
+        .verify(parts, service, payload, ms(now))
+        .unwrap_err();
+    assert_eq!(err.kind, kind, "{}", err.message);
+    assert!(err.message.starts_with(message_prefix), "{}", err.message);
+}
+
 #[test]
 fn valid_kinesis_request() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let parts = sign_request(&req, Signing::for_service("kinesis"));
-    let principal = verify(
-        &parts,
-        SigningService::Kinesis,
-        Payload::Buffered(&req.body),
-        signing_time(),
-    );
+    let (req, parts) = signed_list_streams();
+    let body = Payload::Buffered(&req.body);
+    let principal = verify(&parts, SigningService::Kinesis, body);
     assert_eq!(principal, Ok(AKID.to_owned()));
 }
 
@@ -185,29 +234,18 @@ fn valid_kinesisvideo_request() {
         br#"{"StreamName":"cam-1"}"#,
     );
     let parts = sign_request(&req, Signing::for_service("kinesisvideo"));
+    let body = Payload::Buffered(&req.body);
     assert_eq!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(&req.body),
-            signing_time()
-        ),
+        verify(&parts, SigningService::KinesisVideo, body),
         Ok(AKID.to_owned())
     );
 }
 
 #[test]
 fn scope_must_name_the_right_service_and_region() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let parts = sign_request(&req, Signing::for_service("kinesis"));
-    let err = verifier()
-        .verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(&req.body),
-            ms(signing_time()),
-        )
-        .unwrap_err();
+    let (req, parts) = signed_list_streams();
+    let body = Payload::Buffered(&req.body);
+    let err = refusal(&verifier(), &parts, SigningService::KinesisVideo, body);
     assert_eq!(err.kind, ErrorKind::InvalidSignature);
     assert!(err.message.contains("'kinesisvideo'"), "{}", err.message);
 
@@ -216,14 +254,7 @@ fn scope_must_name_the_right_service_and_region() {
         "eu-west-1",
         Duration::from_secs(300),
     );
-    let err = other_region
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            ms(signing_time()),
-        )
-        .unwrap_err();
+    let err = refusal(&other_region, &parts, SigningService::Kinesis, body);
     assert_eq!(err.kind, ErrorKind::InvalidSignature);
     assert!(err.message.contains("region"), "{}", err.message);
 }
@@ -238,149 +269,89 @@ fn wrong_secret_is_an_invalid_signature() {
             ..Signing::for_service("kinesis")
         },
     );
-    let err = verifier()
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            ms(signing_time()),
-        )
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidSignature);
-    assert!(
-        err.message
-            .starts_with("The request signature we calculated does not match"),
-        "{}",
-        err.message
+    assert_rejected(
+        &parts,
+        SigningService::Kinesis,
+        Payload::Buffered(&req.body),
+        signing_time(),
+        ErrorKind::InvalidSignature,
+        "The request signature we calculated does not match",
     );
 }
 
 #[test]
 fn unknown_access_key_is_unrecognized() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let parts = sign_request(&req, Signing::for_service("kinesis"));
+    let (req, parts) = signed_list_streams();
     let other = Verifier::new(
         &[Credential::new("AKIDOTHER", SECRET)],
         REGION,
         Duration::from_secs(300),
     );
-    let err = other
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            ms(signing_time()),
-        )
-        .unwrap_err();
+    let body = Payload::Buffered(&req.body);
+    let err = refusal(&other, &parts, SigningService::Kinesis, body);
     assert_eq!(err.kind, ErrorKind::UnrecognizedClient);
 }
 
 #[test]
 fn clock_skew_beyond_the_limit_is_rejected_both_ways() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let parts = sign_request(&req, Signing::for_service("kinesis"));
+    let (req, parts) = signed_list_streams();
     let body = Payload::Buffered(&req.body);
     let t = signing_time();
     // Within 5 minutes either way: fine.
-    assert!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            body,
-            t + Duration::from_secs(299)
-        )
-        .is_ok()
-    );
-    assert!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            body,
-            t - Duration::from_secs(299)
-        )
-        .is_ok()
-    );
+    for now in [t + Duration::from_secs(299), t - Duration::from_secs(299)] {
+        assert!(verify_at(&parts, SigningService::Kinesis, body, now).is_ok());
+    }
     // Beyond: expired (server clock ahead) or not yet current (server clock behind).
-    let late = verifier()
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            body,
-            ms(t + Duration::from_secs(301)),
-        )
-        .unwrap_err();
-    assert_eq!(late.kind, ErrorKind::SignatureExpired);
-    assert!(
-        late.message
-            .starts_with("Signature expired: 20240501T120000Z is now earlier than"),
-        "{}",
-        late.message
+    assert_rejected(
+        &parts,
+        SigningService::Kinesis,
+        body,
+        t + Duration::from_secs(301),
+        ErrorKind::SignatureExpired,
+        "Signature expired: 20240501T120000Z is now earlier than",
     );
-    let early = verifier()
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            body,
-            ms(t - Duration::from_secs(301)),
-        )
-        .unwrap_err();
-    assert_eq!(early.kind, ErrorKind::SignatureExpired);
-    assert!(
-        early.message.starts_with("Signature not yet current"),
-        "{}",
-        early.message
+    assert_rejected(
+        &parts,
+        SigningService::Kinesis,
+        body,
+        t - Duration::from_secs(301),
+        ErrorKind::SignatureExpired,
+        "Signature not yet current",
     );
 }
 
 #[test]
 fn x_amz_date_must_match_the_signature() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let mut parts = sign_request(&req, Signing::for_service("kinesis"));
+    let (req, mut parts) = signed_list_streams();
+    let body = Payload::Buffered(&req.body);
     // Same day, other second: the string to sign changes.
     set_header(&mut parts, "x-amz-date", "20240501T120001Z");
     assert_eq!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        ),
+        verify(&parts, SigningService::Kinesis, body),
         Err(ErrorKind::InvalidSignature)
     );
     // Other day: the credential scope no longer matches the date.
     set_header(&mut parts, "x-amz-date", "20240502T120000Z");
-    let err = verifier()
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            ms(signing_time()),
-        )
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::InvalidSignature);
-    assert!(
-        err.message
-            .starts_with("Date in Credential scope does not match"),
-        "{}",
-        err.message
+    assert_rejected(
+        &parts,
+        SigningService::Kinesis,
+        body,
+        signing_time(),
+        ErrorKind::InvalidSignature,
+        "Date in Credential scope does not match",
     );
     set_header(&mut parts, "x-amz-date", "2024-05-01T12:00:00Z");
     assert_eq!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        ),
+        verify(&parts, SigningService::Kinesis, body),
         Err(ErrorKind::IncompleteSignature)
     );
 }
 
 #[test]
 fn unsigned_header_may_change_signed_header_may_not() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let parts = sign_request(&req, Signing::for_service("kinesis"));
-    let auth = parts.headers["authorization"].to_str().unwrap().to_owned();
+    let (req, parts) = signed_list_streams();
+    let body = Payload::Buffered(&req.body);
+    let auth = authorization(&parts);
     // aws-sigv4 leaves user-agent unsigned by default.
     assert!(!auth.contains("user-agent"), "{auth}");
     assert!(auth.contains("x-amz-target"), "{auth}");
@@ -388,15 +359,7 @@ fn unsigned_header_may_change_signed_header_may_not() {
     let mut tampered = parts.clone();
     set_header(&mut tampered, "user-agent", "something-else/2.0");
     set_header(&mut tampered, "x-forwarded-for", "192.0.2.1");
-    assert!(
-        verify(
-            &tampered,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        )
-        .is_ok()
-    );
+    assert!(verify(&tampered, SigningService::Kinesis, body).is_ok());
 
     let mut tampered = parts.clone();
     set_header(
@@ -405,24 +368,14 @@ fn unsigned_header_may_change_signed_header_may_not() {
         "Kinesis_20131202.DeleteStream",
     );
     assert_eq!(
-        verify(
-            &tampered,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        ),
+        verify(&tampered, SigningService::Kinesis, body),
         Err(ErrorKind::InvalidSignature)
     );
 
     let mut tampered = parts;
     tampered.headers.remove("x-amz-target");
     assert_eq!(
-        verify(
-            &tampered,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        ),
+        verify(&tampered, SigningService::Kinesis, body),
         Err(ErrorKind::InvalidSignature)
     );
 }
@@ -431,22 +384,11 @@ fn unsigned_header_may_change_signed_header_may_not() {
 fn tampered_body_is_an_invalid_signature() {
     let req = Unsigned::kinesis("Kinesis_20131202.DeleteStream", r#"{"StreamName":"a"}"#);
     let parts = sign_request(&req, Signing::for_service("kinesis"));
-    assert!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        )
-        .is_ok()
-    );
+    let signed_body = Payload::Buffered(&req.body);
+    let other_body = Payload::Buffered(br#"{"StreamName":"b"}"#);
+    assert!(verify(&parts, SigningService::Kinesis, signed_body).is_ok());
     assert_eq!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(br#"{"StreamName":"b"}"#),
-            signing_time()
-        ),
+        verify(&parts, SigningService::Kinesis, other_body),
         Err(ErrorKind::InvalidSignature)
     );
 }
@@ -464,23 +406,10 @@ fn declared_content_hash_must_match_a_buffered_body() {
         },
     );
     assert!(parts.headers.contains_key("x-amz-content-sha256"));
-    assert!(
-        verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(&req.body),
-            signing_time()
-        )
-        .is_ok()
-    );
-    let err = verifier()
-        .verify(
-            &parts,
-            SigningService::Kinesis,
-            Payload::Buffered(b"{}"),
-            ms(signing_time()),
-        )
-        .unwrap_err();
+    let signed_body = Payload::Buffered(&req.body);
+    let other_body = Payload::Buffered(b"{}");
+    assert!(verify(&parts, SigningService::Kinesis, signed_body).is_ok());
+    let err = refusal(&verifier(), &parts, SigningService::Kinesis, other_body);
     assert_eq!(err.kind, ErrorKind::InvalidSignature);
     assert!(
         err.message.contains("x-amz-content-sha256"),
@@ -503,41 +432,22 @@ fn header_whitespace_and_repeated_headers_are_canonicalized_like_the_sdk() {
     );
     let parts = sign_request(&req, Signing::for_service("kinesisvideo"));
     assert_eq!(parts.headers.get_all("x-amz-meta-multi").iter().count(), 2);
-    assert!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            signing_time()
-        )
-        .is_ok()
-    );
+    let body = Payload::Buffered(b"{}");
+    assert!(verify(&parts, SigningService::KinesisVideo, body).is_ok());
 }
 
 #[test]
 fn encoded_paths_and_query_strings() {
     let req = Unsigned::new("POST", "/some%20action?b=2&a=x%2Fy&a=1&empty=", &[], b"{}");
     let parts = sign_request(&req, Signing::for_service("kinesisvideo"));
+    let body = Payload::Buffered(b"{}");
     assert_eq!(parts.uri.path(), "/some%20action");
-    assert!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            signing_time()
-        )
-        .is_ok()
-    );
+    assert!(verify(&parts, SigningService::KinesisVideo, body).is_ok());
 
     let mut tampered = parts;
     tampered.uri = "/some%20action?b=3&a=x%2Fy&a=1&empty=".parse().unwrap();
     assert_eq!(
-        verify(
-            &tampered,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            signing_time()
-        ),
+        verify(&tampered, SigningService::KinesisVideo, body),
         Err(ErrorKind::InvalidSignature)
     );
 }
@@ -553,6 +463,11 @@ fn put_media_request(extra: &[(&str, &str)]) -> Unsigned {
     Unsigned::new("POST", "/putMedia", &headers, b"")
 }
 
+/// Verifies a streaming kinesisvideo request (PutMedia) at the signing time.
+fn verify_streaming(parts: &Parts) -> Result<String, ErrorKind> {
+    verify(parts, SigningService::KinesisVideo, Payload::Streaming)
+}
+
 /// Java producer: UNSIGNED-PAYLOAD is signed, and `x-amz-content-sha256: UNSIGNED-PAYLOAD` is
 /// added after signing, so the header itself is not in SignedHeaders.
 #[test]
@@ -565,30 +480,14 @@ fn put_media_java_producer_style_unsigned_payload() {
             ..Signing::for_service("kinesisvideo")
         },
     );
-    let auth = parts.headers["authorization"].to_str().unwrap().to_owned();
+    let auth = authorization(&parts);
     assert!(!auth.contains("x-amz-content-sha256"), "{auth}");
 
     // Without the header, the server assumes the empty-string hash: no match.
-    assert_eq!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        ),
-        Err(ErrorKind::InvalidSignature)
-    );
+    assert_eq!(verify_streaming(&parts), Err(ErrorKind::InvalidSignature));
     let mut with_header = parts;
     set_header(&mut with_header, "x-amz-content-sha256", "UNSIGNED-PAYLOAD");
-    assert_eq!(
-        verify(
-            &with_header,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        ),
-        Ok(AKID.to_owned())
-    );
+    assert_eq!(verify_streaming(&with_header), Ok(AKID.to_owned()));
 }
 
 /// C producer: empty-string payload hash with no x-amz-content-sha256 header; user-agent,
@@ -617,7 +516,7 @@ fn put_media_c_producer_style_empty_hash_with_hop_by_hop_headers() {
             ..Signing::for_service("kinesisvideo")
         },
     );
-    let auth = parts.headers["authorization"].to_str().unwrap().to_owned();
+    let auth = authorization(&parts);
     assert!(
         auth.contains("SignedHeaders=connection;host;transfer-encoding;user-agent;"),
         "{auth}"
@@ -628,39 +527,18 @@ fn put_media_c_producer_style_empty_hash_with_hop_by_hop_headers() {
 
     let mut parts = parts;
     set_header(&mut parts, "content-type", "application/json");
-    assert_eq!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        ),
-        Ok(AKID.to_owned())
-    );
+    assert_eq!(verify_streaming(&parts), Ok(AKID.to_owned()));
 
     // A proxy that strips the hop-by-hop headers breaks the signature, as it would on AWS.
     let mut stripped = parts.clone();
     stripped.headers.remove("connection");
     assert_eq!(
-        verify(
-            &stripped,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        ),
+        verify_streaming(&stripped),
         Err(ErrorKind::InvalidSignature)
     );
     let mut changed = parts;
     set_header(&mut changed, "x-amzn-stream-name", "cam-2");
-    assert_eq!(
-        verify(
-            &changed,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        ),
-        Err(ErrorKind::InvalidSignature)
-    );
+    assert_eq!(verify_streaming(&changed), Err(ErrorKind::InvalidSignature));
 }
 
 #[test]
@@ -674,15 +552,7 @@ fn session_token_added_after_signing_is_ignored_and_signed_token_is_covered() {
         },
     );
     set_header(&mut parts, "x-amz-security-token", "added-after-signing");
-    assert!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        )
-        .is_ok()
-    );
+    assert!(verify_streaming(&parts).is_ok());
 
     // The AWS SDKs sign the token (SessionTokenMode::Include is the default).
     let parts = sign_request(
@@ -693,30 +563,12 @@ fn session_token_added_after_signing_is_ignored_and_signed_token_is_covered() {
             ..Signing::for_service("kinesisvideo")
         },
     );
-    assert!(
-        parts.headers["authorization"]
-            .to_str()
-            .unwrap()
-            .contains("x-amz-security-token")
-    );
-    assert!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        )
-        .is_ok()
-    );
+    assert!(authorization(&parts).contains("x-amz-security-token"));
+    assert!(verify_streaming(&parts).is_ok());
     let mut tampered = parts;
     set_header(&mut tampered, "x-amz-security-token", "other-token");
     assert_eq!(
-        verify(
-            &tampered,
-            SigningService::KinesisVideo,
-            Payload::Streaming,
-            signing_time()
-        ),
+        verify_streaming(&tampered),
         Err(ErrorKind::InvalidSignature)
     );
 }
@@ -740,68 +592,37 @@ fn presigned_query_string_requests() {
         "{}",
         parts.uri
     );
+    let body = Payload::Buffered(b"{}");
     let t = signing_time();
-    assert!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            t
-        )
-        .is_ok()
-    );
+    assert!(verify(&parts, SigningService::KinesisVideo, body).is_ok());
     // Valid for its whole X-Amz-Expires, even past the header clock-skew window...
-    assert!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            t + Duration::from_secs(590)
-        )
-        .is_ok()
-    );
+    let later = t + Duration::from_secs(590);
+    assert!(verify_at(&parts, SigningService::KinesisVideo, body, later).is_ok());
     // ...and not after.
+    let expired = t + Duration::from_secs(601);
     assert_eq!(
-        verify(
-            &parts,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            t + Duration::from_secs(601)
-        ),
+        verify_at(&parts, SigningService::KinesisVideo, body, expired),
         Err(ErrorKind::SignatureExpired)
     );
     let mut tampered = parts;
     let query = tampered.uri.query().unwrap().replace("extra=1", "extra=2");
     tampered.uri = format!("/listFragments?{query}").parse().unwrap();
     assert_eq!(
-        verify(
-            &tampered,
-            SigningService::KinesisVideo,
-            Payload::Buffered(b"{}"),
-            t
-        ),
+        verify(&tampered, SigningService::KinesisVideo, body),
         Err(ErrorKind::InvalidSignature)
     );
 }
 
 #[test]
 fn missing_and_malformed_authorization() {
-    let req = Unsigned::kinesis("Kinesis_20131202.ListStreams", "{}");
-    let signed = sign_request(&req, Signing::for_service("kinesis"));
-    let check = |parts: &Parts| {
-        verify(
-            parts,
-            SigningService::Kinesis,
-            Payload::Buffered(b"{}"),
-            signing_time(),
-        )
-    };
+    let (_, signed) = signed_list_streams();
+    let check = |parts: &Parts| verify(parts, SigningService::Kinesis, Payload::Buffered(b"{}"));
 
     let mut none = signed.clone();
     none.headers.remove("authorization");
     assert_eq!(check(&none), Err(ErrorKind::MissingAuthenticationToken));
 
-    let auth = signed.headers["authorization"].to_str().unwrap().to_owned();
+    let auth = authorization(&signed);
     let cases = [
         // Not SigV4.
         "Basic dXNlcjpwYXNz".to_owned(),

@@ -342,6 +342,22 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    /// Asserts that `table` gives each kind in `expected` its (name, status).
+    #[track_caller]
+    fn assert_table(
+        table: fn(ErrorKind) -> (&'static str, StatusCode),
+        expected: &[(ErrorKind, &str, u16)],
+    ) {
+        for &(kind, name, status) in expected {
+            let (actual_name, actual_status) = table(kind);
+            assert_eq!(
+                (actual_name, actual_status.as_u16()),
+                (name, status),
+                "{kind:?}"
+            );
+        }
+    }
+
     #[test]
     fn data_streams_table_is_400_except_faults() {
         for kind in ErrorKind::ALL {
@@ -356,72 +372,39 @@ mod tests {
                 _ => assert_eq!(status.as_u16(), 400, "{kind:?}"),
             }
         }
-        assert_eq!(
-            aws_json_11(ErrorKind::NotFound).0,
-            "ResourceNotFoundException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::ExpiredIterator).0,
-            "ExpiredIteratorException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::ExpiredNextToken).0,
-            "ExpiredNextTokenException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::ProvisionedThroughputExceeded).0,
-            "ProvisionedThroughputExceededException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::UnknownOperation).0,
-            "UnknownOperationException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::MissingAuthenticationToken).0,
-            "MissingAuthenticationTokenException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::UnrecognizedClient).0,
-            "UnrecognizedClientException"
-        );
-        assert_eq!(
-            aws_json_11(ErrorKind::SignatureExpired).0,
-            "InvalidSignatureException"
-        );
+        #[rustfmt::skip]
+        let expected = [
+            (ErrorKind::NotFound,                      "ResourceNotFoundException",              400),
+            (ErrorKind::ExpiredIterator,               "ExpiredIteratorException",               400),
+            (ErrorKind::ExpiredNextToken,              "ExpiredNextTokenException",              400),
+            (ErrorKind::ProvisionedThroughputExceeded, "ProvisionedThroughputExceededException", 400),
+            (ErrorKind::UnknownOperation,              "UnknownOperationException",              400),
+            (ErrorKind::MissingAuthenticationToken,    "MissingAuthenticationTokenException",    400),
+            (ErrorKind::UnrecognizedClient,            "UnrecognizedClientException",            400),
+            (ErrorKind::SignatureExpired,              "InvalidSignatureException",              400),
+        ];
+        assert_table(aws_json_11, &expected);
     }
 
     #[test]
     fn video_table_statuses_follow_the_models() {
-        let status = |k| rest_json(k).1.as_u16();
-        assert_eq!(
-            rest_json(ErrorKind::NotFound),
-            ("ResourceNotFoundException", StatusCode::NOT_FOUND)
-        );
-        assert_eq!(
-            rest_json(ErrorKind::NotAuthorized).0,
-            "NotAuthorizedException"
-        );
-        assert_eq!(status(ErrorKind::NotAuthorized), 401);
-        assert_eq!(status(ErrorKind::AccessDenied), 401);
-        assert_eq!(status(ErrorKind::MissingAuthenticationToken), 403);
-        assert_eq!(status(ErrorKind::UnrecognizedClient), 403);
-        assert_eq!(status(ErrorKind::InvalidSignature), 403);
-        assert_eq!(status(ErrorKind::IncompleteSignature), 400);
-        assert_eq!(status(ErrorKind::UnknownOperation), 404);
-        assert_eq!(status(ErrorKind::Internal), 500);
-        assert_eq!(
-            rest_json(ErrorKind::VersionMismatch).0,
-            "VersionMismatchException"
-        );
-        assert_eq!(
-            rest_json(ErrorKind::ConnectionLimitExceeded).0,
-            "ConnectionLimitExceededException"
-        );
-        assert_eq!(
-            rest_json(ErrorKind::ClientLimitExceeded).0,
-            "ClientLimitExceededException"
-        );
-        // Every modelled client exception that is not 404/401 is 400.
+        #[rustfmt::skip]
+        let expected = [
+            (ErrorKind::NotFound,                   "ResourceNotFoundException",           404),
+            (ErrorKind::NotAuthorized,              "NotAuthorizedException",              401),
+            (ErrorKind::AccessDenied,               "AccessDeniedException",               401),
+            (ErrorKind::MissingAuthenticationToken, "MissingAuthenticationTokenException", 403),
+            (ErrorKind::UnrecognizedClient,         "InvalidClientTokenIdException",       403),
+            (ErrorKind::InvalidSignature,           "InvalidSignatureException",           403),
+            (ErrorKind::IncompleteSignature,        "IncompleteSignatureException",        400),
+            (ErrorKind::UnknownOperation,           "UnknownOperationException",           404),
+            (ErrorKind::Internal,                   "InternalFailure",                     500),
+            (ErrorKind::VersionMismatch,            "VersionMismatchException",            400),
+            (ErrorKind::ConnectionLimitExceeded,    "ConnectionLimitExceededException",    400),
+            (ErrorKind::ClientLimitExceeded,        "ClientLimitExceededException",        400),
+        ];
+        assert_table(rest_json, &expected);
+        // Every kind is a 4xx or 5xx, and 5xx exactly for the server's faults.
         for kind in ErrorKind::ALL {
             let (name, status) = rest_json(kind);
             assert!(

@@ -15,9 +15,11 @@ use aws_smithy_runtime_api::client::identity::Identity;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::BodyExt;
+use http_body_util::channel::{Channel, Sender};
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use timeshard_server::config::{Config, Credential};
-use timeshard_server::http::full_body;
+use timeshard_server::http::{BoxError, full_body};
 use timeshard_server::{Body, RunningServer};
 use timeshard_storage::options::SyncPolicy;
 
@@ -44,14 +46,19 @@ pub async fn start_server(
     (server, dir)
 }
 
-/// Sends one request on a fresh HTTP/1.1 connection and reads the whole response.
-pub async fn send(addr: SocketAddr, req: Request<Body>) -> Response<Bytes> {
+/// Opens a fresh HTTP/1.1 connection to `addr`, driven by a background task.
+pub async fn connect_http1(addr: SocketAddr) -> SendRequest<Body> {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let response = sender.send_request(req).await.unwrap();
+    sender
+}
+
+/// Sends one request on a fresh HTTP/1.1 connection and reads the whole response.
+pub async fn send(addr: SocketAddr, req: Request<Body>) -> Response<Bytes> {
+    let response = connect_http1(addr).await.send_request(req).await.unwrap();
     collect(response).await
 }
 
@@ -74,6 +81,29 @@ pub async fn collect(response: Response<hyper::body::Incoming>) -> Response<Byte
 
 pub fn json(response: &Response<Bytes>) -> serde_json::Value {
     serde_json::from_slice(response.body()).unwrap_or_else(|e| panic!("{e}: {:?}", response.body()))
+}
+
+/// Asserts that `response` has a JSON body whose `__type` is `expected`; shows the body if not.
+#[track_caller]
+pub fn assert_error_type(response: &Response<Bytes>, expected: &str) {
+    let body = json(response);
+    assert_eq!(body["__type"], expected, "{body}");
+}
+
+/// The `message` string of an error response's JSON body.
+#[track_caller]
+pub fn error_message(response: &Response<Bytes>) -> String {
+    let body = json(response);
+    match body["message"].as_str() {
+        Some(message) => message.to_owned(),
+        None => panic!("no message in {body}"),
+    }
+}
+
+/// A streaming request body and the sender that feeds it, `capacity` frames buffered.
+pub fn body_channel(capacity: usize) -> (Sender<Bytes, BoxError>, Body) {
+    let (tx, body) = Channel::<Bytes, BoxError>::new(capacity);
+    (tx, body.boxed_unsync())
 }
 
 pub fn get(addr: SocketAddr, path: &str) -> Request<Body> {
