@@ -10,7 +10,7 @@ use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
-use crate::seqno::ShardUid;
+use crate::seqno::{SequenceNumber, ShardUid};
 
 /// `meta`: `format_version` (u32), `next_stream_id` (u64), `next_shard_uid` (u64), LE bytes.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -93,6 +93,19 @@ pub struct ShardMeta {
 impl ShardMeta {
     pub fn is_open(&self) -> bool {
         self.closed_at.is_none()
+    }
+
+    /// The sequence number of the shard's first possible record (Kinesis
+    /// `StartingSequenceNumber`).
+    pub fn starting_sequence(&self) -> SequenceNumber {
+        SequenceNumber::new(self.uid, 0)
+    }
+
+    /// For a closed shard, the sequence number of its last record (Kinesis
+    /// `EndingSequenceNumber`); a shard closed before any record ends at its starting number.
+    pub fn ending_sequence(&self) -> Option<SequenceNumber> {
+        self.closed_at
+            .map(|end| SequenceNumber::new(self.uid, end.saturating_sub(1)))
     }
 }
 

@@ -281,6 +281,15 @@ async fn reshard_update_and_delete() {
         vec![0, 1, 2]
     );
     assert_eq!(after.shards[0].closed_at, Some(2));
+    assert_eq!(
+        after.shards[0].ending_sequence(),
+        Some(SequenceNumber::new(parent, 1))
+    );
+    assert_eq!(
+        after.shards[0].starting_sequence(),
+        SequenceNumber::new(parent, 0)
+    );
+    assert_eq!(after.shards[1].ending_sequence(), None);
     tail.changed().await.unwrap();
     assert_eq!(tail.borrow().state, ShardState::Closed);
     assert!(matches!(
