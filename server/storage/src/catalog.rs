@@ -85,6 +85,9 @@ pub struct ShardMeta {
     pub adjacent_parent: Option<u32>,
     /// Set when the shard closes: the offset after its last record. No appends after that.
     pub closed_at: Option<u64>,
+    /// When the shard closed (server time, ms).
+    #[serde(default)]
+    pub closed_ms: Option<i64>,
     /// The first offset retention has not removed.
     pub trim_offset: u64,
     pub created_ms: i64,

@@ -617,6 +617,13 @@ impl Store {
         }
     }
 
+    /// A named 32-byte secret that lives as long as the data directory (for example the key
+    /// that makes shard iterators tamper-proof across restarts). Created on first use.
+    pub async fn secret(&self, name: &str) -> Result<[u8; 32], StoreError> {
+        let name = name.to_string();
+        self.call(|reply| Command::Secret { name, reply }).await
+    }
+
     // ---- retention ----
 
     /// Removes whole segments past their stream's retention or over its byte budget, with their

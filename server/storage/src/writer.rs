@@ -102,6 +102,10 @@ pub(crate) enum Command {
     Retention {
         reply: Reply<RetentionReport>,
     },
+    Secret {
+        name: String,
+        reply: Reply<[u8; 32]>,
+    },
     Shutdown,
 }
 
@@ -436,6 +440,9 @@ impl Writer {
                 Command::DeleteStream { name, reply } => {
                     self.flush(&mut group);
                     let _ = reply.send(self.delete_stream(&name));
+                }
+                Command::Secret { name, reply } => {
+                    let _ = reply.send(self.secret(&name));
                 }
                 Command::Retention { reply } => {
                     self.flush(&mut group);
@@ -1021,6 +1028,7 @@ impl Writer {
                 parent: s.parent,
                 adjacent_parent: s.adjacent_parent,
                 closed_at: None,
+                closed_ms: None,
                 trim_offset: 0,
                 created_ms: now_ms,
             };
@@ -1194,6 +1202,7 @@ impl Writer {
             for m in closing {
                 let mut m = m;
                 m.closed_at = Some(self.shards.get(&m.uid).map_or(0, |w| w.next_offset));
+                m.closed_ms = Some(now);
                 table.insert(m.uid.0, serde_json::to_vec(&m)?.as_slice())?;
                 closed.push(m);
             }
@@ -1283,6 +1292,31 @@ impl Writer {
         }
         let _ = self.sync_dir(&self.root.join("shards"));
         Ok(())
+    }
+
+    /// A named 32-byte secret, made from the system's random source the first time it is asked
+    /// for and kept in the catalog from then on.
+    fn secret(&mut self, name: &str) -> Result<[u8; 32], StoreError> {
+        let key = format!("secret:{name}");
+        let txn = self.durable_txn()?;
+        let existing = {
+            let meta = txn.open_table(META)?;
+            meta.get(key.as_str())?.map(|v| v.value().to_vec())
+        };
+        if let Some(v) = existing {
+            txn.abort()?;
+            return v
+                .try_into()
+                .map_err(|_| StoreError::Catalog(format!("{key} is not 32 bytes")));
+        }
+        let mut secret = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
+            .map_err(StoreError::io("reading /dev/urandom"))?;
+        txn.open_table(META)?.insert(key.as_str(), secret.as_slice())?;
+        txn.commit()?;
+        self.committed_durably();
+        Ok(secret)
     }
 
     fn retention(&mut self) -> Result<RetentionReport, StoreError> {

@@ -353,3 +353,19 @@ async fn reshard_update_and_delete() {
     let again = create(&store, "d", 1).await;
     assert!(again.shards[0].uid.0 > child.0);
 }
+
+#[tokio::test]
+async fn secrets_are_random_named_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let store = open(dir.path(), small_segments(&clock, None));
+    let a = store.secret("iterators").await.unwrap();
+    let b = store.secret("other").await.unwrap();
+    assert_ne!(a, b);
+    assert_ne!(a, [0u8; 32]);
+    assert_eq!(store.secret("iterators").await.unwrap(), a);
+    store.close();
+    drop(store);
+    let store = open(dir.path(), small_segments(&clock, None));
+    assert_eq!(store.secret("iterators").await.unwrap(), a);
+}
