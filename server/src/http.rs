@@ -170,7 +170,14 @@ pub async fn start_with_clock(
     } else {
         info!("no credentials configured: requests are not authenticated (loopback only)");
     }
-    let state = Arc::new(AppState::new(config, public_url, store, clock));
+    let token_key = store
+        .secret(crate::data::TOKEN_SECRET)
+        .await
+        .map_err(|source| StartError::OpenStore {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
+    let state = Arc::new(AppState::new(config, public_url, store, clock, token_key));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     info!(addr = %local_addr, public_url = %state.public_url(), data_dir = %state.config().data_dir.display(), "listening");
     tokio::spawn(retention_loop(state.clone(), shutdown_rx.clone()));

@@ -25,6 +25,7 @@
 
 pub mod api;
 pub mod config;
+pub mod data;
 pub mod http;
 pub mod metrics;
 pub mod state;

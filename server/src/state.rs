@@ -14,6 +14,9 @@ use timeshard_storage::{Store, StoreError};
 
 use crate::api::sigv4::Verifier;
 use crate::config::Config;
+use crate::data::Kinesis;
+use crate::data::names::Account;
+use crate::data::tokens::Tokens;
 use crate::metrics::HttpMetrics;
 
 /// Opens the data directory. Blocking: call it from `spawn_blocking` or before serving.
@@ -39,6 +42,7 @@ pub struct AppState {
     /// `Some` when requests must be signed.
     verifier: Option<Verifier>,
     clock: Arc<dyn Clock>,
+    kinesis: Kinesis,
 }
 
 impl fmt::Debug for AppState {
@@ -57,11 +61,20 @@ impl AppState {
         public_url: String,
         store: Store,
         clock: Arc<dyn Clock>,
+        token_key: [u8; 32],
     ) -> Self {
         let verifier = config
             .auth_enabled()
             .then(|| Verifier::new(&config.credentials, &config.region, config.max_clock_skew));
+        let kinesis = Kinesis {
+            account: Account {
+                region: config.region.clone(),
+                account_id: config.account_id.clone(),
+            },
+            tokens: Tokens::new(token_key),
+        };
         AppState {
+            kinesis,
             config,
             public_url,
             store,
@@ -95,6 +108,11 @@ impl AppState {
     /// The SigV4 verifier, when authentication is enabled.
     pub fn verifier(&self) -> Option<&Verifier> {
         self.verifier.as_ref()
+    }
+
+    /// Kinesis Data Streams naming and tokens.
+    pub fn kinesis(&self) -> &Kinesis {
+        &self.kinesis
     }
 
     /// Milliseconds since the Unix epoch, from the server's (injectable) clock.

@@ -2,14 +2,16 @@
 //!
 //! Handlers and domain code speak only [`ErrorKind`]: "not found", "invalid argument", ... The
 //! AWS exception names and HTTP statuses appear exactly once per wire protocol, in
-//! [`aws_json_11`] (Kinesis Data Streams) and [`rest_json`] (Kinesis Video Streams), so a kind
-//! cannot drift into two different names inside one protocol, and adding a kind is a compile
-//! error until both tables say what it looks like on the wire.
+//! [`aws_json_11`] (Kinesis Data Streams, JSON 1.1 and CBOR 1.1 alike) and [`rest_json`] (Kinesis
+//! Video Streams), so a kind cannot drift into two different names inside one protocol, and
+//! adding a kind is a compile error until both tables say what it looks like on the wire.
 //!
 //! The two protocols disagree in ways real clients depend on (see
 //! `shared/reference/aws-protocol.md` sections D and E.1):
 //! - Data streams (JSON 1.1) models declare no status for their exceptions, so every client error
-//!   is 400 and only `InternalFailureException` is 500; the code is read from `__type`.
+//!   is 400 and only `InternalFailureException` is 500; the code is read from `__type`. A client
+//!   that sent CBOR (`application/x-amz-cbor-1.1`, the AWS Java SDKs' default) gets the same
+//!   body as a CBOR map.
 //! - Video (rest-json) declares 404 for ResourceNotFound and 401 for NotAuthorized, and the C
 //!   producer reads *only* the status (a missing stream must be 404, or it never creates it);
 //!   botocore reads the code from the `x-amzn-ErrorType` header, not from `__type`.
@@ -30,6 +32,9 @@ pub enum ErrorKind {
     NotFound,
     /// A request field is out of range or inconsistent.
     InvalidArgument,
+    /// A request field violates a constraint of the API model (length, pattern, range) that
+    /// newer Kinesis operations report as `ValidationException` rather than InvalidArgument.
+    Validation,
     /// The resource exists but is in a state that forbids the call (e.g. still CREATING).
     ResourceInUse,
     /// An account-wide limit on resources (streams, shards, consumers) is reached.
@@ -90,9 +95,10 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for exhaustive table tests.
-    pub const ALL: [ErrorKind; 27] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::NotFound,
         ErrorKind::InvalidArgument,
+        ErrorKind::Validation,
         ErrorKind::ResourceInUse,
         ErrorKind::LimitExceeded,
         ErrorKind::TagsLimitExceeded,
@@ -168,13 +174,16 @@ impl ApiError {
 pub enum Protocol {
     /// Kinesis Data Streams: `POST /` with `X-Amz-Target`, `application/x-amz-json-1.1`.
     AwsJson11,
+    /// Kinesis Data Streams requested with `Content-Type: application/x-amz-cbor-1.1`: the JSON
+    /// 1.1 table and error shape, the body a CBOR map instead of a JSON object.
+    AwsCbor11,
     /// Kinesis Video Streams (control plane, media, archived media): `POST /<action>`.
     /// Also used for requests that belong to no API family (unknown paths, wrong methods),
     /// because its error carries the type in a header *and* the body, which any client reads.
     RestJson,
 }
 
-/// The data streams (JSON 1.1) table: kind -> (`__type`, HTTP status).
+/// The data streams (JSON 1.1 and CBOR 1.1) table: kind -> (`__type`, HTTP status).
 ///
 /// Every client error is 400 because the Kinesis model declares no status for its exceptions
 /// (kinesalite does the same); `InternalFailureException` is the only modelled fault (500).
@@ -186,6 +195,7 @@ pub fn aws_json_11(kind: ErrorKind) -> (&'static str, StatusCode) {
     match kind {
         K::NotFound => ("ResourceNotFoundException", BAD),
         K::InvalidArgument => ("InvalidArgumentException", BAD),
+        K::Validation => ("ValidationException", BAD),
         K::ResourceInUse => ("ResourceInUseException", BAD),
         K::LimitExceeded => ("LimitExceededException", BAD),
         // Kinesis answers too many tags with InvalidArgumentException ("exceeds the limit").
@@ -245,6 +255,8 @@ pub fn rest_json(kind: ErrorKind) -> (&'static str, StatusCode) {
     match kind {
         K::NotFound => ("ResourceNotFoundException", StatusCode::NOT_FOUND),
         K::InvalidArgument => ("InvalidArgumentException", BAD),
+        // The video models have no ValidationException; their constraint errors are this.
+        K::Validation => ("InvalidArgumentException", BAD),
         K::ResourceInUse => ("ResourceInUseException", BAD),
         K::LimitExceeded => ("AccountStreamLimitExceededException", BAD),
         K::TagsLimitExceeded => ("TagsPerResourceExceededLimitException", BAD),
@@ -283,32 +295,46 @@ impl Protocol {
     /// The (name, status) this protocol's table gives `kind`.
     pub fn lookup(self, kind: ErrorKind) -> (&'static str, StatusCode) {
         match self {
-            Protocol::AwsJson11 => aws_json_11(kind),
+            Protocol::AwsJson11 | Protocol::AwsCbor11 => aws_json_11(kind),
             Protocol::RestJson => rest_json(kind),
         }
     }
 
-    /// The content type of this protocol's JSON bodies.
+    /// The content type of this protocol's bodies.
     pub fn content_type(self) -> &'static str {
         match self {
             Protocol::AwsJson11 => "application/x-amz-json-1.1",
+            Protocol::AwsCbor11 => "application/x-amz-cbor-1.1",
             Protocol::RestJson => "application/json",
         }
     }
 
     /// Builds the full error response: status, type header(s), request id header(s), body.
     pub fn error_response(self, err: &ApiError, request_id: &RequestId) -> Response<Body> {
+        let mut response = self.error_response_without_id(err);
+        request_id.insert_headers(self, response.headers_mut());
+        response
+    }
+
+    /// [`Self::error_response`] without the request id headers, for code that has no request
+    /// id at hand (the router adds them to every response it returns).
+    pub fn error_response_without_id(self, err: &ApiError) -> Response<Body> {
         let (name, status) = self.lookup(err.kind);
-        let body = match self {
-            Protocol::AwsJson11 => serde_json::json!({ "__type": name, "message": err.message }),
+        let bytes = match self {
+            Protocol::AwsJson11 => Bytes::from(
+                serde_json::json!({ "__type": name, "message": err.message }).to_string(),
+            ),
+            Protocol::AwsCbor11 => cbor_error_body(name, &err.message),
             // botocore reads `message` or `Message`; some SDKs only the capitalised one.
-            Protocol::RestJson => serde_json::json!({
-                "__type": name,
-                "message": err.message,
-                "Message": err.message,
-            }),
+            Protocol::RestJson => Bytes::from(
+                serde_json::json!({
+                    "__type": name,
+                    "message": err.message,
+                    "Message": err.message,
+                })
+                .to_string(),
+            ),
         };
-        let bytes = Bytes::from(body.to_string());
         let mut response = Response::new(full_body(bytes));
         *response.status_mut() = status;
         let headers = response.headers_mut();
@@ -321,15 +347,40 @@ impl Protocol {
             // The KVS developer guide spells the media-API headers without the "n"; send both.
             headers.insert("x-amz-errortype", HeaderValue::from_static(name));
         }
-        request_id.insert_headers(self, headers);
         response
     }
+}
+
+/// `{"__type": name, "message": message}` as a CBOR map, as the AWS Java SDKs' CBOR protocol
+/// reads errors.
+fn cbor_error_body(name: &str, message: &str) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct ErrorBody<'a> {
+        #[serde(rename = "__type")]
+        kind: &'a str,
+        message: &'a str,
+    }
+    let mut out = Vec::new();
+    // Writing two text strings into a Vec cannot fail; should it, an empty map is still CBOR.
+    if ciborium::ser::into_writer(
+        &ErrorBody {
+            kind: name,
+            message,
+        },
+        &mut out,
+    )
+    .is_err()
+    {
+        return Bytes::from_static(&[0xa0]);
+    }
+    Bytes::from(out)
 }
 
 impl fmt::Display for Protocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Protocol::AwsJson11 => "awsJson1_1",
+            Protocol::AwsCbor11 => "awsCbor1_1",
             Protocol::RestJson => "restJson1",
         })
     }
@@ -375,6 +426,8 @@ mod tests {
         #[rustfmt::skip]
         let expected = [
             (ErrorKind::NotFound,                      "ResourceNotFoundException",              400),
+            (ErrorKind::InvalidArgument,               "InvalidArgumentException",               400),
+            (ErrorKind::Validation,                    "ValidationException",                    400),
             (ErrorKind::ExpiredIterator,               "ExpiredIteratorException",               400),
             (ErrorKind::ExpiredNextToken,              "ExpiredNextTokenException",              400),
             (ErrorKind::ProvisionedThroughputExceeded, "ProvisionedThroughputExceededException", 400),
@@ -384,6 +437,14 @@ mod tests {
             (ErrorKind::SignatureExpired,              "InvalidSignatureException",              400),
         ];
         assert_table(aws_json_11, &expected);
+        // CBOR 1.1 shares the JSON 1.1 table.
+        for kind in ErrorKind::ALL {
+            assert_eq!(
+                Protocol::AwsCbor11.lookup(kind),
+                aws_json_11(kind),
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]
@@ -391,6 +452,8 @@ mod tests {
         #[rustfmt::skip]
         let expected = [
             (ErrorKind::NotFound,                   "ResourceNotFoundException",           404),
+            (ErrorKind::InvalidArgument,            "InvalidArgumentException",            400),
+            (ErrorKind::Validation,                 "InvalidArgumentException",            400),
             (ErrorKind::NotAuthorized,              "NotAuthorizedException",              401),
             (ErrorKind::AccessDenied,               "AccessDeniedException",               401),
             (ErrorKind::MissingAuthenticationToken, "MissingAuthenticationTokenException", 403),
@@ -443,6 +506,32 @@ mod tests {
                 "message": "Stream s under account 000000000000 not found."
             })
         );
+    }
+
+    #[tokio::test]
+    async fn data_streams_cbor_error_response_shape() {
+        let id = RequestId::generate();
+        let err = ApiError::new(ErrorKind::Validation, "bad \"name\"\n");
+        let resp = err.to_response(Protocol::AwsCbor11, &id);
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "application/x-amz-cbor-1.1");
+        assert_eq!(h["x-amzn-errortype"], "ValidationException");
+        assert_eq!(h["x-amzn-requestid"], id.as_str());
+        assert!(h.get("x-amz-errortype").is_none());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: ciborium::Value = ciborium::de::from_reader(&bytes[..]).unwrap();
+        use ciborium::Value::Text;
+        assert_eq!(
+            body,
+            ciborium::Value::Map(vec![
+                (Text("__type".into()), Text("ValidationException".into())),
+                (Text("message".into()), Text("bad \"name\"\n".into())),
+            ])
+        );
+        // The exact bytes: a definite map of two text pairs.
+        assert_eq!(&bytes[..2], &[0xa2, 0x66]);
+        assert_eq!(&bytes[2..8], b"__type");
     }
 
     #[tokio::test]

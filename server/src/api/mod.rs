@@ -3,8 +3,9 @@
 //!
 //! Routing (see DESIGN.md, "HTTP, errors, security"):
 //! - `GET|HEAD /health`, `GET|HEAD /metrics`: operational endpoints, never authenticated.
-//! - any request with `X-Amz-Target` (and a bare `POST /`): Kinesis Data Streams, JSON 1.1
-//!   ([`data_streams`]), signed for service `kinesis`.
+//! - any request with `X-Amz-Target` (and a bare `POST /`): Kinesis Data Streams, JSON 1.1 or,
+//!   with `Content-Type: application/x-amz-cbor-1.1`, CBOR 1.1 ([`data_streams`]), signed for
+//!   service `kinesis`. Errors come back in the encoding the request used.
 //! - `POST /putMedia`: the long streaming upload of Kinesis Video Streams; its body goes to
 //!   [`video::put_media`] still streaming, never buffered, never size-capped.
 //! - `POST /<action>`: the other video APIs, rest-json ([`video`]), signed for `kinesisvideo`.
@@ -118,8 +119,16 @@ pub async fn handle(state: &Arc<AppState>, req: Request<Body>) -> Response<Body>
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
             let label = data_streams::route_label(target.as_deref());
+            // Decided before authentication, so that even a signature error reaches a CBOR
+            // client as CBOR.
+            let protocol = data_streams::wire::Encoding::from_content_type(
+                req.headers()
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .protocol();
             let result = data_streams_request(state, &request_id, target.as_deref(), req).await;
-            (label, Protocol::AwsJson11, result)
+            (label, protocol, result)
         }
         Route::Video => {
             let action = path.trim_start_matches('/');
@@ -284,7 +293,9 @@ async fn read_capped(body: Body, headers: &HeaderMap, max: u64) -> Result<Bytes,
     Ok(buf.freeze())
 }
 
-/// A JSON response with the given status, in `protocol`'s content type.
+/// A JSON response with the given status, in `protocol`'s content type. For the JSON protocols
+/// only; data streams responses go through [`data_streams::wire::response`], which also speaks
+/// CBOR.
 pub fn json_response(
     protocol: Protocol,
     status: StatusCode,

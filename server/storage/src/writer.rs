@@ -1313,7 +1313,8 @@ impl Writer {
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut secret))
             .map_err(StoreError::io("reading /dev/urandom"))?;
-        txn.open_table(META)?.insert(key.as_str(), secret.as_slice())?;
+        txn.open_table(META)?
+            .insert(key.as_str(), secret.as_slice())?;
         txn.commit()?;
         self.committed_durably();
         Ok(secret)

@@ -90,6 +90,14 @@ pub fn assert_error_type(response: &Response<Bytes>, expected: &str) {
     assert_eq!(body["__type"], expected, "{body}");
 }
 
+/// A successful ListStreams answer: the request got through authentication and routing.
+#[track_caller]
+pub fn assert_list_streams_ok(response: &Response<Bytes>) {
+    let body = json(response);
+    assert_eq!(response.status(), http::StatusCode::OK, "{body}");
+    assert!(body["StreamNames"].is_array(), "{body}");
+}
+
 /// The `message` string of an error response's JSON body.
 #[track_caller]
 pub fn error_message(response: &Response<Bytes>) -> String {

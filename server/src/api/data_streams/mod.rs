@@ -8,10 +8,27 @@
 //! protocol prescribes for a target the service does not know; the message says which case it
 //! is.
 //!
-//! Errors use the JSON 1.1 table in [`crate::api::error::aws_json_11`]. CBOR
-//! (`application/x-amz-cbor-1.1`) content negotiation comes with the first operations.
+//! Requests and responses are JSON 1.1 or CBOR (`application/x-amz-cbor-1.1`, the Java SDK's
+//! default), answered in the encoding the client used ([`wire`]); errors likewise, through the
+//! JSON 1.1 table in [`crate::api::error::aws_json_11`]. Domain logic (hashing, names, tokens)
+//! lives in [`crate::data`]; [`common`] holds what the handlers share.
+
+mod common;
+mod create_stream;
+mod delete_stream;
+mod describe_stream;
+mod get_records;
+mod get_shard_iterator;
+mod list_shards;
+mod list_streams;
+mod put_records;
+
+pub mod eventstream;
+pub mod wire;
 
 use http::request::Parts;
+
+use self::common::Call;
 
 use crate::api::{ApiError, ErrorKind, HandlerResult, RequestContext};
 use crate::state::AppState;
@@ -83,11 +100,11 @@ fn is_kinesis_operation(op: &str) -> bool {
 
 /// Runs one authenticated data streams request whose body has been read.
 pub(crate) async fn dispatch(
-    _state: &AppState,
+    state: &AppState,
     _ctx: &RequestContext,
     target: Option<&str>,
-    _parts: &Parts,
-    _body: &[u8],
+    parts: &Parts,
+    body: &[u8],
 ) -> HandlerResult {
     let Some(op) = operation(target) else {
         let message = match target {
@@ -98,9 +115,27 @@ pub(crate) async fn dispatch(
         };
         return Err(ApiError::new(ErrorKind::UnknownOperation, message));
     };
+    let call = Call {
+        state,
+        enc: wire::Encoding::from_content_type(
+            parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        ),
+        now_ms: state.now_ms(),
+    };
     match op {
-        // Implemented operations go here, one arm each, e.g.
-        // "PutRecord" => put_record::handle(state, ctx, parts, body).await,
+        "CreateStream" => create_stream::handle(&call, body).await,
+        "DeleteStream" => delete_stream::handle(&call, body).await,
+        "DescribeStream" => describe_stream::handle(&call, body).await,
+        "DescribeStreamSummary" => describe_stream::handle_summary(&call, body).await,
+        "ListStreams" => list_streams::handle(&call, body).await,
+        "ListShards" => list_shards::handle(&call, body).await,
+        "PutRecord" => put_records::handle_one(&call, body).await,
+        "PutRecords" => put_records::handle_batch(&call, body).await,
+        "GetShardIterator" => get_shard_iterator::handle(&call, body).await,
+        "GetRecords" => get_records::handle(&call, body).await,
         op if is_kinesis_operation(op) => Err(ApiError::new(
             ErrorKind::UnknownOperation,
             format!("{TARGET_PREFIX}{op} is not implemented by this server yet."),

@@ -1,0 +1,288 @@
+//! What the data streams handlers share: the call context, naming a stream by name or ARN,
+//! storage errors in Kinesis terms, validation messages in AWS's wording, and the Shard shape.
+
+use serde::{Deserialize, Serialize};
+use timeshard_storage::{ShardMeta, StoreError, StreamInfo, StreamMeta, StreamStatus};
+
+use super::wire::Encoding;
+use crate::api::{ApiError, ErrorKind};
+use crate::data::names::{check_stream_name, shard_id};
+use crate::state::AppState;
+
+/// One data streams call: the server's state, the client's encoding, the time it started.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Call<'a> {
+    pub state: &'a AppState,
+    pub enc: Encoding,
+    pub now_ms: i64,
+}
+
+/// Stream attributes this API keeps in the catalog's `attributes` map.
+pub(crate) const ATTR_STREAM_MODE: &str = "kinesis.stream_mode";
+pub(crate) const ATTR_ENCRYPTION: &str = "kinesis.encryption_type";
+pub(crate) const ATTR_KEY_ID: &str = "kinesis.key_id";
+pub(crate) const ATTR_SHARD_METRICS: &str = "kinesis.shard_level_metrics";
+
+/// The empty output of operations that return nothing.
+#[derive(Debug, Serialize)]
+pub(crate) struct Empty {}
+
+/// Retention is whole hours on the wire.
+pub(crate) const HOUR_MS: u64 = 3_600_000;
+
+/// `1 validation error detected: Value '<value>' at '<field>' failed to satisfy constraint: <c>`,
+/// as the service words it (SDKs show it as is).
+pub(crate) fn validation(field: &str, value: impl std::fmt::Display, constraint: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::Validation,
+        format!(
+            "1 validation error detected: Value '{value}' at '{field}' failed to satisfy constraint: {constraint}"
+        ),
+    )
+}
+
+pub(crate) fn missing(field: &str) -> ApiError {
+    validation(field, "null", "Member must not be null")
+}
+
+/// The stream a request names by `StreamName` or `StreamARN` (both, if they agree).
+pub(crate) fn stream_name(
+    call: &Call<'_>,
+    name: Option<&str>,
+    arn: Option<&str>,
+) -> Result<String, ApiError> {
+    let from_arn = arn
+        .map(|a| {
+            call.state
+                .kinesis()
+                .account
+                .stream_name_from_arn(a)
+                .map_err(|e| ApiError::new(ErrorKind::InvalidArgument, e.0))
+        })
+        .transpose()?;
+    match (name, from_arn) {
+        (Some(n), Some(a)) if n != a => Err(ApiError::invalid_argument(format!(
+            "StreamName {n:?} and StreamARN {:?} name different streams.",
+            arn.unwrap_or_default()
+        ))),
+        (Some(n), _) => {
+            check_stream_name(n).map_err(|e| {
+                ApiError::new(
+                    ErrorKind::Validation,
+                    format!("1 validation error detected: {e}"),
+                )
+            })?;
+            Ok(n.to_string())
+        }
+        (None, Some(a)) => Ok(a.to_string()),
+        (None, None) => Err(ApiError::invalid_argument(
+            "Either StreamName or StreamARN must be provided.",
+        )),
+    }
+}
+
+fn not_found(call: &Call<'_>, name: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "Stream {name} under account {} not found.",
+        call.state.kinesis().account.account_id
+    ))
+}
+
+/// A data stream by name; video streams of the same store are not visible here.
+pub(crate) fn stream(call: &Call<'_>, name: &str) -> Result<StreamInfo, ApiError> {
+    match call.state.store().stream(name) {
+        Some(info) if info.meta.kind == timeshard_storage::StreamKind::Data => Ok(info),
+        _ => Err(not_found(call, name)),
+    }
+}
+
+/// A stream that takes writes and reads: ACTIVE or UPDATING.
+pub(crate) fn usable_stream(call: &Call<'_>, name: &str) -> Result<StreamInfo, ApiError> {
+    let info = stream(call, name)?;
+    match info.meta.status {
+        StreamStatus::Active | StreamStatus::Updating => Ok(info),
+        StreamStatus::Creating | StreamStatus::Deleting => Err(not_found(call, name)),
+    }
+}
+
+pub(crate) fn shard<'i>(
+    call: &Call<'_>,
+    info: &'i StreamInfo,
+    id: &str,
+) -> Result<&'i ShardMeta, ApiError> {
+    crate::data::names::parse_shard_id(id)
+        .and_then(|index| info.shards.iter().find(|s| s.index == index))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "Shard {id} in stream {} under account {} does not exist",
+                info.meta.name,
+                call.state.kinesis().account.account_id
+            ))
+        })
+}
+
+/// Storage failures in Kinesis terms.
+pub(crate) fn store_error(call: &Call<'_>, e: StoreError) -> ApiError {
+    match e {
+        StoreError::StreamNotFound(name) => not_found(call, &name),
+        StoreError::StreamExists(name) => ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!(
+                "Stream {name} under account {} already exists.",
+                call.state.kinesis().account.account_id
+            ),
+        ),
+        StoreError::ShardNotFound(_) => ApiError::not_found("The shard no longer exists."),
+        StoreError::ShardClosed(_) => {
+            ApiError::new(ErrorKind::ResourceInUse, "The shard is closed.")
+        }
+        StoreError::InvalidArgument(m) => ApiError::invalid_argument(m),
+        StoreError::RecordTooLarge { len, max } => ApiError::new(
+            ErrorKind::Validation,
+            format!("Record of {len} bytes exceeds the limit of {max} bytes."),
+        ),
+        e if e.is_internal() => ApiError::internal(e.to_string()),
+        e => ApiError::invalid_argument(e.to_string()),
+    }
+}
+
+pub(crate) fn status(s: StreamStatus) -> &'static str {
+    match s {
+        StreamStatus::Creating => "CREATING",
+        StreamStatus::Active => "ACTIVE",
+        StreamStatus::Updating => "UPDATING",
+        StreamStatus::Deleting => "DELETING",
+    }
+}
+
+pub(crate) fn retention_hours(meta: &StreamMeta) -> u64 {
+    meta.retention_ms / HOUR_MS
+}
+
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq, Eq)]
+pub(crate) struct StreamModeDetails {
+    #[serde(rename = "StreamMode")]
+    pub stream_mode: String,
+}
+
+pub(crate) fn stream_mode(meta: &StreamMeta) -> StreamModeDetails {
+    StreamModeDetails {
+        stream_mode: meta
+            .attributes
+            .get(ATTR_STREAM_MODE)
+            .cloned()
+            .unwrap_or_else(|| "PROVISIONED".into()),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct EnhancedMetrics {
+    #[serde(rename = "ShardLevelMetrics")]
+    pub shard_level_metrics: Vec<String>,
+}
+
+pub(crate) fn shard_level_metrics(meta: &StreamMeta) -> Vec<String> {
+    meta.attributes
+        .get(ATTR_SHARD_METRICS)
+        .map(|s| {
+            s.split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub(crate) fn encryption_type(meta: &StreamMeta) -> String {
+    meta.attributes
+        .get(ATTR_ENCRYPTION)
+        .cloned()
+        .unwrap_or_else(|| "NONE".into())
+}
+
+pub(crate) fn key_id(meta: &StreamMeta) -> Option<String> {
+    meta.attributes.get(ATTR_KEY_ID).cloned()
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct HashKeyRange {
+    #[serde(rename = "StartingHashKey")]
+    pub starting: String,
+    #[serde(rename = "EndingHashKey")]
+    pub ending: String,
+}
+
+impl HashKeyRange {
+    pub fn of(shard: &ShardMeta) -> Self {
+        HashKeyRange {
+            starting: shard.hash_start.to_string(),
+            ending: shard.hash_end.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SequenceNumberRange {
+    #[serde(rename = "StartingSequenceNumber")]
+    pub starting: String,
+    #[serde(
+        rename = "EndingSequenceNumber",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ending: Option<String>,
+}
+
+/// The `Shard` shape of DescribeStream and ListShards.
+#[derive(Debug, Serialize)]
+pub(crate) struct Shard {
+    #[serde(rename = "ShardId")]
+    pub shard_id: String,
+    #[serde(rename = "ParentShardId", skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(
+        rename = "AdjacentParentShardId",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub adjacent_parent: Option<String>,
+    #[serde(rename = "HashKeyRange")]
+    pub hash_key_range: HashKeyRange,
+    #[serde(rename = "SequenceNumberRange")]
+    pub sequence_number_range: SequenceNumberRange,
+}
+
+impl Shard {
+    pub fn of(meta: &ShardMeta) -> Self {
+        Shard {
+            shard_id: shard_id(meta.index),
+            parent: meta.parent.map(shard_id),
+            adjacent_parent: meta.adjacent_parent.map(shard_id),
+            hash_key_range: HashKeyRange::of(meta),
+            sequence_number_range: SequenceNumberRange {
+                starting: meta.starting_sequence().to_string(),
+                ending: meta.ending_sequence().map(|s| s.to_string()),
+            },
+        }
+    }
+}
+
+/// Checks an optional integer parameter against its model range.
+pub(crate) fn in_range(
+    field: &str,
+    value: Option<i64>,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ApiError> {
+    match value {
+        Some(v) if v < min => Err(validation(
+            field,
+            v,
+            &format!("Member must have value greater than or equal to {min}"),
+        )),
+        Some(v) if v > max => Err(validation(
+            field,
+            v,
+            &format!("Member must have value less than or equal to {max}"),
+        )),
+        v => Ok(v),
+    }
+}

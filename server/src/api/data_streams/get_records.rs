@@ -1,0 +1,159 @@
+//! GetRecords: records from a shard iterator's position, at most 10,000 records and 10 MiB,
+//! with the iterator for the next call. At the end of a closed shard the next iterator is null
+//! and the child shards are named.
+
+use serde::{Deserialize, Serialize};
+use timeshard_storage::{Position, ReadLimits, SequenceNumber, StreamInfo};
+
+use super::common::{Call, HashKeyRange, encryption_type, in_range, missing, store_error};
+use super::wire::{self, Blob, Timestamp};
+use crate::api::{ApiError, ErrorKind, HandlerResult};
+use crate::data::names::shard_id;
+use crate::data::tokens::{ShardIterator, TOKEN_TTL_MS, TokenError};
+
+const MAX_BYTES: usize = 10 << 20;
+
+#[derive(Debug, Deserialize)]
+struct Request {
+    #[serde(rename = "ShardIterator")]
+    shard_iterator: Option<String>,
+    #[serde(rename = "Limit")]
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Record {
+    #[serde(rename = "SequenceNumber")]
+    sequence_number: String,
+    #[serde(rename = "ApproximateArrivalTimestamp")]
+    approximate_arrival_timestamp: Timestamp,
+    #[serde(rename = "Data")]
+    data: Blob,
+    #[serde(rename = "PartitionKey")]
+    partition_key: String,
+    #[serde(rename = "EncryptionType", skip_serializing_if = "Option::is_none")]
+    encryption_type: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChildShard {
+    #[serde(rename = "ShardId")]
+    shard_id: String,
+    #[serde(rename = "ParentShards")]
+    parent_shards: Vec<String>,
+    #[serde(rename = "HashKeyRange")]
+    hash_key_range: HashKeyRange,
+}
+
+#[derive(Debug, Serialize)]
+struct Response {
+    #[serde(rename = "Records")]
+    records: Vec<Record>,
+    #[serde(rename = "NextShardIterator", skip_serializing_if = "Option::is_none")]
+    next_shard_iterator: Option<String>,
+    #[serde(rename = "MillisBehindLatest")]
+    millis_behind_latest: i64,
+    #[serde(rename = "ChildShards", skip_serializing_if = "Option::is_none")]
+    child_shards: Option<Vec<ChildShard>>,
+}
+
+fn stream_of(call: &Call<'_>, stream_id: u64) -> Option<StreamInfo> {
+    let store = call.state.store();
+    store
+        .list_streams()
+        .into_iter()
+        .find(|m| m.id == stream_id)
+        .and_then(|m| store.stream(&m.name))
+}
+
+pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
+    let req: Request = wire::decode(call.enc, body)?;
+    let token = req.shard_iterator.ok_or_else(|| missing("shardIterator"))?;
+    let limit = in_range("limit", req.limit, 1, 10_000)?.unwrap_or(10_000) as usize;
+    let tokens = &call.state.kinesis().tokens;
+    let it = tokens.parse_shard_iterator(&token, call.now_ms).map_err(|e| match e {
+        TokenError::Expired => ApiError::new(
+            ErrorKind::ExpiredIterator,
+            format!("Iterator expired. The iterator was created more than {TOKEN_TTL_MS} milliseconds ago."),
+        ),
+        TokenError::Invalid => ApiError::invalid_argument("Invalid ShardIterator."),
+    })?;
+    let info = stream_of(call, it.stream_id).ok_or_else(|| {
+        ApiError::not_found("The stream of this shard iterator no longer exists.")
+    })?;
+    let shard = info
+        .shards
+        .iter()
+        .find(|s| s.uid == it.shard)
+        .ok_or_else(|| ApiError::not_found("The shard of this shard iterator no longer exists."))?;
+    let batch = call
+        .state
+        .store()
+        .read(
+            it.shard,
+            Position::At(it.offset),
+            ReadLimits::new(limit, MAX_BYTES),
+        )
+        .await
+        .map_err(|e| store_error(call, e))?;
+    let tail = call
+        .state
+        .store()
+        .tail(it.shard)
+        .map_err(|e| store_error(call, e))?;
+    let millis_behind_latest = match batch.records.last() {
+        Some(last) if batch.next_offset < batch.tail_offset => tail
+            .last_server_ts_ms
+            .saturating_sub(last.server_ts_ms)
+            .max(0),
+        _ => 0,
+    };
+    let encryption = encryption_type(&info.meta);
+    let records = batch
+        .records
+        .into_iter()
+        .map(|r| Record {
+            sequence_number: SequenceNumber::new(it.shard, r.offset).to_string(),
+            approximate_arrival_timestamp: Timestamp(r.server_ts_ms),
+            partition_key: String::from_utf8_lossy(&r.key).into_owned(),
+            data: Blob(r.payload),
+            encryption_type: (encryption != "NONE").then(|| encryption.clone()),
+        })
+        .collect();
+    let at_end_of_closed = shard.closed_at.is_some_and(|end| batch.next_offset >= end);
+    let (next_shard_iterator, child_shards) = if at_end_of_closed {
+        let children = info
+            .shards
+            .iter()
+            .filter(|c| c.parent == Some(shard.index) || c.adjacent_parent == Some(shard.index))
+            .map(|c| ChildShard {
+                shard_id: shard_id(c.index),
+                parent_shards: c
+                    .parent
+                    .into_iter()
+                    .chain(c.adjacent_parent)
+                    .map(shard_id)
+                    .collect(),
+                hash_key_range: HashKeyRange::of(c),
+            })
+            .collect();
+        (None, Some(children))
+    } else {
+        let next = ShardIterator {
+            stream_id: it.stream_id,
+            shard: it.shard,
+            offset: batch.next_offset,
+            issued_ms: call.now_ms,
+        };
+        (Some(tokens.shard_iterator(&next)), None)
+    };
+    Ok(wire::response(
+        call.enc,
+        &Response {
+            records,
+            next_shard_iterator,
+            millis_behind_latest,
+            child_shards,
+        },
+    ))
+}
