@@ -55,6 +55,8 @@ pub struct NewShard {
     pub hash_end: u128,
     pub parent: Option<u32>,
     pub adjacent_parent: Option<u32>,
+    /// Created already closed (an intermediate step of a reshard that never takes records).
+    pub closed: bool,
 }
 
 /// A stream to create.
@@ -79,6 +81,7 @@ impl NewShard {
             hash_end: u128::MAX,
             parent: None,
             adjacent_parent: None,
+            closed: false,
         }
     }
 }

@@ -1027,8 +1027,8 @@ impl Writer {
                 hash_end: s.hash_end,
                 parent: s.parent,
                 adjacent_parent: s.adjacent_parent,
-                closed_at: None,
-                closed_ms: None,
+                closed_at: s.closed.then_some(0),
+                closed_ms: s.closed.then_some(now_ms),
                 trim_offset: 0,
                 created_ms: now_ms,
             };
@@ -1056,7 +1056,11 @@ impl Writer {
                     next_offset: 0,
                     last_server_ts_ms: i64::MIN,
                     open: None,
-                    state: ShardState::Open,
+                    state: if m.is_open() {
+                        ShardState::Open
+                    } else {
+                        ShardState::Closed
+                    },
                 },
             ));
             map.insert(m.uid, shared.clone());
@@ -1067,7 +1071,7 @@ impl Writer {
                     stream_id: m.stream_id,
                     next_offset: 0,
                     last_ts_ms: i64::MIN,
-                    closed: false,
+                    closed: !m.is_open(),
                     poisoned: false,
                     open: None,
                     active: None,

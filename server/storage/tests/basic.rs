@@ -265,12 +265,14 @@ async fn reshard_update_and_delete() {
                     hash_end: mid,
                     parent: Some(0),
                     adjacent_parent: None,
+                    closed: false,
                 },
                 timeshard_storage::NewShard {
                     hash_start: mid + 1,
                     hash_end: u128::MAX,
                     parent: Some(0),
                     adjacent_parent: None,
+                    closed: false,
                 },
             ],
         )

@@ -23,8 +23,8 @@ pub(crate) const ATTR_ENCRYPTION: &str = "kinesis.encryption_type";
 pub(crate) const ATTR_KEY_ID: &str = "kinesis.key_id";
 pub(crate) const ATTR_SHARD_METRICS: &str = "kinesis.shard_level_metrics";
 
-/// The empty output of operations that return nothing.
-#[derive(Debug, Serialize)]
+/// The empty input or output of operations that take or return nothing.
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Empty {}
 
 /// Retention is whole hours on the wire.

@@ -90,6 +90,7 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
                     hash_end,
                     parent: None,
                     adjacent_parent: None,
+                    closed: false,
                 })
                 .collect(),
         )

@@ -22,6 +22,9 @@ mod get_shard_iterator;
 mod list_shards;
 mod list_streams;
 mod put_records;
+mod resharding;
+mod settings;
+mod tags;
 
 pub mod eventstream;
 pub mod wire;
@@ -136,6 +139,22 @@ pub(crate) async fn dispatch(
         "PutRecords" => put_records::handle_batch(&call, body).await,
         "GetShardIterator" => get_shard_iterator::handle(&call, body).await,
         "GetRecords" => get_records::handle(&call, body).await,
+        "SplitShard" => resharding::split(&call, body).await,
+        "MergeShards" => resharding::merge(&call, body).await,
+        "UpdateShardCount" => resharding::update_count(&call, body).await,
+        "IncreaseStreamRetentionPeriod" => settings::increase_retention(&call, body).await,
+        "DecreaseStreamRetentionPeriod" => settings::decrease_retention(&call, body).await,
+        "StartStreamEncryption" => settings::start_encryption(&call, body).await,
+        "StopStreamEncryption" => settings::stop_encryption(&call, body).await,
+        "EnableEnhancedMonitoring" => settings::enable_monitoring(&call, body).await,
+        "DisableEnhancedMonitoring" => settings::disable_monitoring(&call, body).await,
+        "DescribeLimits" => settings::describe_limits(&call, body).await,
+        "AddTagsToStream" => tags::add_to_stream(&call, body).await,
+        "RemoveTagsFromStream" => tags::remove_from_stream(&call, body).await,
+        "ListTagsForStream" => tags::list_for_stream(&call, body).await,
+        "TagResource" => tags::tag_resource(&call, body).await,
+        "UntagResource" => tags::untag_resource(&call, body).await,
+        "ListTagsForResource" => tags::list_for_resource(&call, body).await,
         op if is_kinesis_operation(op) => Err(ApiError::new(
             ErrorKind::UnknownOperation,
             format!("{TARGET_PREFIX}{op} is not implemented by this server yet."),

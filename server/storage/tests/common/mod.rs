@@ -44,6 +44,7 @@ pub fn new_stream(name: &str, kind: StreamKind, shards: usize, retention_ms: u64
             },
             parent: None,
             adjacent_parent: None,
+            closed: false,
         })
         .collect();
     NewStream::new(name, kind, retention_ms, shards)
