@@ -99,9 +99,12 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     };
     let max = max.clamp(1, 1000) as usize;
     let info = stream(call, &name)?;
+    // The trim horizon in time: the oldest moment data may still be kept, which is never before
+    // the stream existed (KCL lists shards AT_TRIM_HORIZON and needs the first ones).
     let retention_start = call
         .now_ms
-        .saturating_sub(i64::try_from(info.meta.retention_ms).unwrap_or(i64::MAX));
+        .saturating_sub(i64::try_from(info.meta.retention_ms).unwrap_or(i64::MAX))
+        .max(info.meta.created_ms);
     let filter: Box<dyn Fn(&ShardMeta) -> bool> = match req.shard_filter {
         None => Box::new(|_| true),
         Some(f) => {
