@@ -286,3 +286,44 @@ pub(crate) fn in_range(
         v => Ok(v),
     }
 }
+
+/// The consumers registered on a stream (RegisterStreamConsumer), kept as a compact JSON list
+/// in this attribute; see `consumers.rs`.
+pub(crate) const ATTR_CONSUMERS: &str = "kinesis.consumers";
+
+/// How many consumers are registered on a stream (DescribeStreamSummary's `ConsumerCount`).
+// Until describe_stream.rs calls it instead of its `consumer_count: 0`.
+#[allow(dead_code)]
+pub(crate) fn consumer_count(meta: &StreamMeta) -> usize {
+    super::consumers::registered(meta).map_or(0, |list| list.len())
+}
+
+/// The `ChildShard` shape of GetRecords and SubscribeToShard: what a closed shard was split or
+/// merged into.
+#[derive(Debug, Serialize)]
+pub(crate) struct ChildShard {
+    #[serde(rename = "ShardId")]
+    pub shard_id: String,
+    #[serde(rename = "ParentShards")]
+    pub parent_shards: Vec<String>,
+    #[serde(rename = "HashKeyRange")]
+    pub hash_key_range: HashKeyRange,
+}
+
+/// The shards that `parent` (by index) closed into.
+pub(crate) fn child_shards(info: &StreamInfo, parent: u32) -> Vec<ChildShard> {
+    info.shards
+        .iter()
+        .filter(|c| c.parent == Some(parent) || c.adjacent_parent == Some(parent))
+        .map(|c| ChildShard {
+            shard_id: shard_id(c.index),
+            parent_shards: c
+                .parent
+                .into_iter()
+                .chain(c.adjacent_parent)
+                .map(shard_id)
+                .collect(),
+            hash_key_range: HashKeyRange::of(c),
+        })
+        .collect()
+}

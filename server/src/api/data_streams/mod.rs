@@ -14,6 +14,7 @@
 //! lives in [`crate::data`]; [`common`] holds what the handlers share.
 
 mod common;
+mod consumers;
 mod create_stream;
 mod delete_stream;
 mod describe_stream;
@@ -24,6 +25,7 @@ mod list_streams;
 mod put_records;
 mod resharding;
 mod settings;
+mod subscribe_to_shard;
 mod tags;
 
 pub mod eventstream;
@@ -155,6 +157,11 @@ pub(crate) async fn dispatch(
         "TagResource" => tags::tag_resource(&call, body).await,
         "UntagResource" => tags::untag_resource(&call, body).await,
         "ListTagsForResource" => tags::list_for_resource(&call, body).await,
+        "RegisterStreamConsumer" => consumers::register(&call, body).await,
+        "DescribeStreamConsumer" => consumers::describe(&call, body).await,
+        "ListStreamConsumers" => consumers::list(&call, body).await,
+        "DeregisterStreamConsumer" => consumers::deregister(&call, body).await,
+        "SubscribeToShard" => subscribe_to_shard::handle(&call, body).await,
         op if is_kinesis_operation(op) => Err(ApiError::new(
             ErrorKind::UnknownOperation,
             format!("{TARGET_PREFIX}{op} is not implemented by this server yet."),
