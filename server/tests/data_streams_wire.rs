@@ -256,3 +256,61 @@ fn base64_encode(data: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(data)
 }
+
+#[tokio::test]
+async fn resuming_after_a_shards_starting_sequence_number_misses_nothing() {
+    let (server, _dir) = start_server(false, |_| {}).await;
+    let addr = server.local_addr();
+    json_call(
+        addr,
+        "CreateStream",
+        serde_json::json!({"StreamName": "s", "ShardCount": 1}),
+    )
+    .await;
+    let d = json(
+        &json_call(
+            addr,
+            "DescribeStream",
+            serde_json::json!({"StreamName": "s"}),
+        )
+        .await,
+    );
+    let start =
+        d["StreamDescription"]["Shards"][0]["SequenceNumberRange"]["StartingSequenceNumber"]
+            .clone();
+    let put = json(
+        &json_call(
+            addr,
+            "PutRecord",
+            serde_json::json!({"StreamName": "s", "Data": "AQ==", "PartitionKey": "p"}),
+        )
+        .await,
+    );
+    assert!(
+        put["SequenceNumber"].as_str().unwrap() > start.as_str().unwrap(),
+        "a record's number comes after the shard start"
+    );
+    for kind in ["AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"] {
+        let it = json(
+            &json_call(
+                addr,
+                "GetShardIterator",
+                serde_json::json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": kind, "StartingSequenceNumber": start}),
+            )
+            .await,
+        );
+        let got = json(
+            &json_call(
+                addr,
+                "GetRecords",
+                serde_json::json!({"ShardIterator": it["ShardIterator"]}),
+            )
+            .await,
+        );
+        assert_eq!(
+            got["Records"][0]["SequenceNumber"], put["SequenceNumber"],
+            "{kind} the shard start"
+        );
+    }
+    server.shutdown().await;
+}

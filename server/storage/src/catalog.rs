@@ -98,17 +98,18 @@ impl ShardMeta {
         self.closed_at.is_none()
     }
 
-    /// The sequence number of the shard's first possible record (Kinesis
-    /// `StartingSequenceNumber`).
+    /// The number before the shard's first record (Kinesis `StartingSequenceNumber`).
     pub fn starting_sequence(&self) -> SequenceNumber {
-        SequenceNumber::new(self.uid, 0)
+        SequenceNumber::shard_start(self.uid)
     }
 
-    /// For a closed shard, the sequence number of its last record (Kinesis
-    /// `EndingSequenceNumber`); a shard closed before any record ends at its starting number.
+    /// For a closed shard, the number of its last record (Kinesis `EndingSequenceNumber`); a
+    /// shard closed before any record ends at its starting number.
     pub fn ending_sequence(&self) -> Option<SequenceNumber> {
-        self.closed_at
-            .map(|end| SequenceNumber::new(self.uid, end.saturating_sub(1)))
+        self.closed_at.map(|end| match end.checked_sub(1) {
+            Some(last) => SequenceNumber::of_record(self.uid, last),
+            None => SequenceNumber::shard_start(self.uid),
+        })
     }
 }
 

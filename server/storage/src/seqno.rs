@@ -1,9 +1,13 @@
 //! Sequence numbers and fragment numbers as clients see them.
 //!
-//! A sequence number is a 41-digit decimal string: `1`, the shard uid in 20 digits, the record
-//! offset in 20 digits. Fixed width and a leading `1` make string order equal numeric order, so
-//! numbers compare correctly both as strings and as big integers; they increase strictly within a
-//! shard, and the shard is recoverable from the number alone. Fragment numbers use the same form.
+//! A sequence number is a 41-digit decimal string: `1`, the shard uid in 20 digits, a position
+//! in 20 digits. Fixed width and a leading `1` make string order equal numeric order, so numbers
+//! compare correctly both as strings and as big integers; they increase strictly within a shard,
+//! and the shard is recoverable from the number alone. Fragment numbers use the same form.
+//!
+//! Position 0 is the start of the shard, before any record (a shard's StartingSequenceNumber);
+//! the record at offset `o` has position `o + 1`. So a client resuming "after" the start number,
+//! as consumers do with a checkpoint, misses no record.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,20 +28,45 @@ impl fmt::Display for ShardUid {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SequenceNumber {
     pub shard: ShardUid,
-    pub offset: u64,
+    /// 0 for the start of the shard; `offset + 1` for a record.
+    pub position: u64,
 }
 
 pub const SEQUENCE_NUMBER_DIGITS: usize = 41;
 
 impl SequenceNumber {
-    pub fn new(shard: ShardUid, offset: u64) -> Self {
-        SequenceNumber { shard, offset }
+    /// The number before the shard's first record.
+    pub fn shard_start(shard: ShardUid) -> Self {
+        SequenceNumber { shard, position: 0 }
+    }
+
+    /// The number of the record at `offset`.
+    pub fn of_record(shard: ShardUid, offset: u64) -> Self {
+        SequenceNumber {
+            shard,
+            position: offset.saturating_add(1),
+        }
+    }
+
+    /// The offset of the record this number names; `None` for the shard start.
+    pub fn record_offset(&self) -> Option<u64> {
+        self.position.checked_sub(1)
+    }
+
+    /// Where reading "at" this number starts (the shard start reads from the first record).
+    pub fn at_offset(&self) -> u64 {
+        self.position.saturating_sub(1)
+    }
+
+    /// Where reading "after" this number starts.
+    pub fn after_offset(&self) -> u64 {
+        self.position
     }
 }
 
 impl fmt::Display for SequenceNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "1{:020}{:020}", self.shard.0, self.offset)
+        write!(f, "1{:020}{:020}", self.shard.0, self.position)
     }
 }
 
@@ -58,10 +87,10 @@ impl FromStr for SequenceNumber {
             return Err(bad());
         }
         let shard = s[1..21].parse::<u64>().map_err(|_| bad())?;
-        let offset = s[21..].parse::<u64>().map_err(|_| bad())?;
+        let position = s[21..].parse::<u64>().map_err(|_| bad())?;
         Ok(SequenceNumber {
             shard: ShardUid(shard),
-            offset,
+            position,
         })
     }
 }
@@ -72,13 +101,16 @@ mod tests {
 
     #[test]
     fn round_trip_and_order() {
-        let a = SequenceNumber::new(ShardUid(3), 9);
-        let b = SequenceNumber::new(ShardUid(3), 10);
+        let a = SequenceNumber::of_record(ShardUid(3), 9);
+        let b = SequenceNumber::of_record(ShardUid(3), 10);
         let (sa, sb) = (a.to_string(), b.to_string());
         assert_eq!(sa.len(), SEQUENCE_NUMBER_DIGITS);
         assert!(sa < sb);
         assert_eq!(sa.parse::<SequenceNumber>(), Ok(a));
-        let max = SequenceNumber::new(ShardUid(u64::MAX), u64::MAX);
+        let max = SequenceNumber {
+            shard: ShardUid(u64::MAX),
+            position: u64::MAX,
+        };
         assert_eq!(max.to_string().parse::<SequenceNumber>(), Ok(max));
         for bad in [
             "",
@@ -94,5 +126,20 @@ mod tests {
         // 99999999999999999999 > u64::MAX: rejected, not wrapped
         let overflow = format!("1{}{:020}", "9".repeat(20), 0);
         assert!(overflow.parse::<SequenceNumber>().is_err());
+    }
+
+    #[test]
+    fn the_shard_start_comes_before_every_record() {
+        let shard = ShardUid(7);
+        let start = SequenceNumber::shard_start(shard);
+        let first = SequenceNumber::of_record(shard, 0);
+        assert!(start < first && start.to_string() < first.to_string());
+        assert_eq!(start.record_offset(), None);
+        assert_eq!(first.record_offset(), Some(0));
+        // Reading at or after the start begins with the first record; nothing is skipped.
+        assert_eq!((start.at_offset(), start.after_offset()), (0, 0));
+        assert_eq!((first.at_offset(), first.after_offset()), (0, 1));
+        let r = SequenceNumber::of_record(shard, 41);
+        assert_eq!((r.at_offset(), r.after_offset()), (41, 42));
     }
 }

@@ -115,7 +115,7 @@ async fn append_read_every_position_and_reopen() {
         .sum();
     assert!(!bounded.records.is_empty() && sum <= 300, "{sum}");
 
-    let seq = SequenceNumber::new(shard, 5).to_string();
+    let seq = SequenceNumber::of_record(shard, 5).to_string();
     assert_eq!(seq.parse::<SequenceNumber>().unwrap().shard, shard);
 
     store.close();
@@ -285,11 +285,11 @@ async fn reshard_update_and_delete() {
     assert_eq!(after.shards[0].closed_at, Some(2));
     assert_eq!(
         after.shards[0].ending_sequence(),
-        Some(SequenceNumber::new(parent, 1))
+        Some(SequenceNumber::of_record(parent, 1))
     );
     assert_eq!(
         after.shards[0].starting_sequence(),
-        SequenceNumber::new(parent, 0)
+        SequenceNumber::shard_start(parent)
     );
     assert_eq!(after.shards[1].ending_sequence(), None);
     tail.changed().await.unwrap();

@@ -2,9 +2,11 @@
 //! storage errors in Kinesis terms, validation messages in AWS's wording, and the Shard shape.
 
 use serde::{Deserialize, Serialize};
-use timeshard_storage::{ShardMeta, StoreError, StreamInfo, StreamMeta, StreamStatus};
+use timeshard_storage::{
+    Position, SequenceNumber, ShardMeta, StoreError, StreamInfo, StreamMeta, StreamStatus,
+};
 
-use super::wire::Encoding;
+use super::wire::{Encoding, Timestamp};
 use crate::api::{ApiError, ErrorKind};
 use crate::data::names::{check_stream_name, shard_id};
 use crate::state::AppState;
@@ -326,4 +328,49 @@ pub(crate) fn child_shards(info: &StreamInfo, parent: u32) -> Vec<ChildShard> {
             hash_key_range: HashKeyRange::of(c),
         })
         .collect()
+}
+
+/// A starting position as GetShardIterator (`ShardIteratorType`, `StartingSequenceNumber`,
+/// `Timestamp`) and SubscribeToShard (`StartingPosition`) name it. `field` names the type field in
+/// messages. A sequence number must belong to `target`.
+pub(crate) fn starting_position(
+    field: &str,
+    kind: &str,
+    sequence_number: Option<&str>,
+    timestamp: Option<Timestamp>,
+    target: &ShardMeta,
+) -> Result<Position, ApiError> {
+    let sequence = || -> Result<SequenceNumber, ApiError> {
+        let s = sequence_number.ok_or_else(|| {
+            ApiError::invalid_argument(format!("{kind} requires a starting sequence number."))
+        })?;
+        let seq: SequenceNumber = s
+            .parse()
+            .map_err(|_| ApiError::invalid_argument(format!("Sequence number {s} is invalid.")))?;
+        if seq.shard != target.uid {
+            return Err(ApiError::invalid_argument(format!(
+                "Invalid sequence number {s}: it encodes another shard than {}.",
+                shard_id(target.index)
+            )));
+        }
+        Ok(seq)
+    };
+    Ok(match kind {
+        "AT_SEQUENCE_NUMBER" => Position::At(sequence()?.at_offset()),
+        "AFTER_SEQUENCE_NUMBER" => Position::At(sequence()?.after_offset()),
+        "TRIM_HORIZON" => Position::Oldest,
+        "LATEST" => Position::Latest,
+        "AT_TIMESTAMP" => Position::AtServerTime(
+            timestamp
+                .ok_or_else(|| ApiError::invalid_argument("AT_TIMESTAMP requires a Timestamp."))?
+                .0,
+        ),
+        other => {
+            return Err(validation(
+                field,
+                other,
+                "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
+            ));
+        }
+    })
 }

@@ -113,7 +113,7 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .records
         .into_iter()
         .map(|r| Record {
-            sequence_number: SequenceNumber::new(it.shard, r.offset).to_string(),
+            sequence_number: SequenceNumber::of_record(it.shard, r.offset).to_string(),
             approximate_arrival_timestamp: Timestamp(r.server_ts_ms),
             partition_key: String::from_utf8_lossy(&r.key).into_owned(),
             data: Blob(r.payload),

@@ -1,9 +1,10 @@
 //! GetShardIterator: a tamper-proof token for a position in a shard, valid for 5 minutes.
 
 use serde::{Deserialize, Serialize};
-use timeshard_storage::{Position, SequenceNumber};
 
-use super::common::{Call, missing, shard, store_error, stream_name, usable_stream, validation};
+use super::common::{
+    Call, missing, shard, starting_position, store_error, stream_name, usable_stream,
+};
 use super::wire::{self, Timestamp};
 use crate::api::{ApiError, HandlerResult};
 use crate::data::names::shard_id;
@@ -40,41 +41,13 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .ok_or_else(|| missing("shardIteratorType"))?;
     let info = usable_stream(call, &name)?;
     let target = shard(call, &info, &id)?;
-    let sequence = |what: &str| -> Result<u64, ApiError> {
-        let s = req.starting_sequence_number.as_deref().ok_or_else(|| {
-            ApiError::invalid_argument(format!(
-                "ShardIteratorType {what} requires a StartingSequenceNumber."
-            ))
-        })?;
-        let seq: SequenceNumber = s.parse().map_err(|_| {
-            ApiError::invalid_argument(format!("StartingSequenceNumber {s} used in GetShardIterator on shard {id} in stream {name} is invalid."))
-        })?;
-        if seq.shard != target.uid {
-            return Err(ApiError::invalid_argument(format!(
-                "Invalid StartingSequenceNumber. It encodes another shard, while it was used in a call to a shard with {id}"
-            )));
-        }
-        Ok(seq.offset)
-    };
-    let position = match kind.as_str() {
-        "AT_SEQUENCE_NUMBER" => Position::At(sequence(&kind)?),
-        "AFTER_SEQUENCE_NUMBER" => Position::After(sequence(&kind)?),
-        "TRIM_HORIZON" => Position::Oldest,
-        "LATEST" => Position::Latest,
-        "AT_TIMESTAMP" => {
-            let ts = req.timestamp.ok_or_else(|| {
-                ApiError::invalid_argument("ShardIteratorType AT_TIMESTAMP requires a Timestamp.")
-            })?;
-            Position::AtServerTime(ts.0)
-        }
-        other => {
-            return Err(validation(
-                "shardIteratorType",
-                other,
-                "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
-            ));
-        }
-    };
+    let position = starting_position(
+        "shardIteratorType",
+        &kind,
+        req.starting_sequence_number.as_deref(),
+        req.timestamp,
+        target,
+    )?;
     let offset = call
         .state
         .store()

@@ -171,7 +171,8 @@ pub(crate) async fn handle_one(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         call.enc,
         &PutRecordResponse {
             shard_id: shard_id(routed.shard_index),
-            sequence_number: SequenceNumber::new(routed.shard, appended.first_offset).to_string(),
+            sequence_number: SequenceNumber::of_record(routed.shard, appended.first_offset)
+                .to_string(),
             encryption_type: encryption_type(&info.meta),
         },
     ))
@@ -233,7 +234,8 @@ pub(crate) async fn handle_batch(call: &Call<'_>, body: &[u8]) -> HandlerResult 
             Ok(appended) => {
                 for (k, i) in idx.into_iter().enumerate() {
                     results[i].sequence_number = Some(
-                        SequenceNumber::new(uid, appended.first_offset + k as u64).to_string(),
+                        SequenceNumber::of_record(uid, appended.first_offset + k as u64)
+                            .to_string(),
                     );
                     results[i].shard_id = Some(shard_id(index));
                 }

@@ -53,8 +53,8 @@ use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
 use super::common::{
-    Call, ChildShard, child_shards, encryption_type, missing, shard, store_error, usable_stream,
-    validation,
+    Call, ChildShard, child_shards, encryption_type, missing, shard, starting_position,
+    store_error, usable_stream,
 };
 use super::consumers::{self, StoredConsumer};
 use super::eventstream::{self, Message};
@@ -203,47 +203,13 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let stream_name = found.info.meta.name.clone();
     let info = usable_stream(call, &stream_name)?;
     let target = shard(call, &info, &shard_id)?.clone();
-    let sequence = |what: &str| -> Result<u64, ApiError> {
-        let s = start.sequence_number.as_deref().ok_or_else(|| {
-            ApiError::invalid_argument(format!(
-                "StartingPosition type {what} requires a SequenceNumber."
-            ))
-        })?;
-        let seq: SequenceNumber = s.parse().map_err(|_| {
-            ApiError::invalid_argument(format!(
-                "SequenceNumber {s} in StartingPosition for shard {shard_id} in stream {stream_name} is invalid."
-            ))
-        })?;
-        if seq.shard != target.uid {
-            return Err(ApiError::invalid_argument(format!(
-                "SequenceNumber {s} in StartingPosition belongs to another shard than {shard_id}."
-            )));
-        }
-        Ok(seq.offset)
-    };
-    let position = match kind.as_str() {
-        "AT_SEQUENCE_NUMBER" => Position::At(sequence(&kind)?),
-        "AFTER_SEQUENCE_NUMBER" => Position::After(sequence(&kind)?),
-        "TRIM_HORIZON" => Position::Oldest,
-        "LATEST" => Position::Latest,
-        "AT_TIMESTAMP" => Position::AtServerTime(
-            start
-                .timestamp
-                .ok_or_else(|| {
-                    ApiError::invalid_argument(
-                        "StartingPosition type AT_TIMESTAMP requires a Timestamp.",
-                    )
-                })?
-                .0,
-        ),
-        other => {
-            return Err(validation(
-                "startingPosition.type",
-                other,
-                "Member must satisfy enum value set: [AFTER_SEQUENCE_NUMBER, AT_SEQUENCE_NUMBER, AT_TIMESTAMP, TRIM_HORIZON, LATEST]",
-            ));
-        }
-    };
+    let position = starting_position(
+        "startingPosition.type",
+        &kind,
+        start.sequence_number.as_deref(),
+        start.timestamp,
+        &target,
+    )?;
     let store = call.state.store().clone();
     // Subscribed before the start is resolved, so no append between the two is missed.
     let tail_rx = store.watch(target.uid).map_err(|e| store_error(call, e))?;
@@ -445,10 +411,13 @@ impl Subscription {
     }
 
     fn continuation(&self) -> String {
-        // The last record sent (or skipped by the starting position). Before the first record
-        // of a shard there is none, and the shard's starting sequence number, which is also
-        // its first record's, stands in.
-        SequenceNumber::new(self.shard, self.next.saturating_sub(1)).to_string()
+        // The last record sent (or skipped by the starting position); before the first record of
+        // a shard, the shard's start, which comes before every record.
+        match self.next.checked_sub(1) {
+            Some(last) => SequenceNumber::of_record(self.shard, last),
+            None => SequenceNumber::shard_start(self.shard),
+        }
+        .to_string()
     }
 
     fn idle_event(&self) -> Event {
@@ -477,7 +446,7 @@ impl Subscription {
             .records
             .into_iter()
             .map(|r| Record {
-                sequence_number: SequenceNumber::new(self.shard, r.offset).to_string(),
+                sequence_number: SequenceNumber::of_record(self.shard, r.offset).to_string(),
                 approximate_arrival_timestamp: Timestamp(r.server_ts_ms),
                 data: Blob(r.payload),
                 partition_key: String::from_utf8_lossy(&r.key).into_owned(),
@@ -810,7 +779,7 @@ mod tests {
             assert_eq!(payload["Records"], serde_json::json!([]));
             assert_eq!(
                 payload["ContinuationSequenceNumber"],
-                SequenceNumber::new(shard, 0).to_string()
+                SequenceNumber::shard_start(shard).to_string()
             );
             events += 1;
         }
@@ -850,7 +819,7 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        let seq = SequenceNumber::new(shard, 0).to_string();
+        let seq = SequenceNumber::of_record(shard, 0).to_string();
         assert_eq!(event["Records"][0]["SequenceNumber"], seq);
         assert_eq!(event["Records"][0]["PartitionKey"], "pk");
         assert_eq!(event["Records"][0]["Data"], "AP9oZWxsbw==");
