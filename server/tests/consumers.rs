@@ -474,7 +474,16 @@ async fn consumers_are_registered_described_listed_and_deregistered() {
     register(addr, &stream_arn, "app-21").await;
 
     // Consumers go with their stream.
-    ok(addr, "DeleteStream", json!({"StreamName": "s"})).await;
+    // A stream with consumers is deleted only when the caller says so.
+    let refused = call(addr, "DeleteStream", json!({"StreamName": "s"})).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(refused.body()).contains("ResourceInUseException"));
+    ok(
+        addr,
+        "DeleteStream",
+        json!({"StreamName": "s", "EnforceConsumerDeletion": true}),
+    )
+    .await;
     let stream_arn = create_stream(addr, "s", 1).await;
     let fresh = ok(
         addr,
@@ -575,7 +584,12 @@ async fn subscription_delivers_stored_then_live_records_in_order() {
     assert!(idle["ContinuationSequenceNumber"].is_string());
 
     // The stream goes away: an exception message, then the end of the body.
-    ok(addr, "DeleteStream", json!({"StreamName": "live"})).await;
+    ok(
+        addr,
+        "DeleteStream",
+        json!({"StreamName": "live", "EnforceConsumerDeletion": true}),
+    )
+    .await;
     let message = loop {
         let message = events
             .next()

@@ -18,6 +18,7 @@ const MAC_LEN: usize = 16;
 const KIND_SHARD_ITERATOR: u8 = 1;
 const KIND_LIST_SHARDS: u8 = 2;
 const KIND_LIST_STREAMS: u8 = 3;
+const KIND_LIST_CONSUMERS: u8 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenError {
@@ -150,6 +151,31 @@ impl Tokens {
     pub fn parse_stream_page(&self, token: &str, now_ms: i64) -> Result<String, TokenError> {
         let (_, f) = self.open(KIND_LIST_STREAMS, token, now_ms)?;
         String::from_utf8(f).map_err(|_| TokenError::Invalid)
+    }
+
+    /// ListStreamConsumers continues after the consumer with this name, in this stream.
+    pub fn consumer_page(&self, stream_id: u64, after_name: &str, issued_ms: i64) -> String {
+        let mut fields = stream_id.to_be_bytes().to_vec();
+        fields.extend_from_slice(after_name.as_bytes());
+        self.seal(KIND_LIST_CONSUMERS, issued_ms, &fields)
+    }
+
+    /// The stream id and consumer name of a ListStreamConsumers token.
+    pub fn parse_consumer_page(
+        &self,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<(u64, String), TokenError> {
+        let (_, f) = self.open(KIND_LIST_CONSUMERS, token, now_ms)?;
+        if f.len() < 8 {
+            return Err(TokenError::Invalid);
+        }
+        let (id, name) = f.split_at(8);
+        let id = u64::from_be_bytes(id.try_into().map_err(|_| TokenError::Invalid)?);
+        Ok((
+            id,
+            String::from_utf8(name.to_vec()).map_err(|_| TokenError::Invalid)?,
+        ))
     }
 }
 

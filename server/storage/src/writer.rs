@@ -1220,20 +1220,28 @@ impl Writer {
                 if let Some(o) = w.open.take() {
                     o.finish(OpenStatus::Aborted);
                 }
+            }
+        }
+        self.install_shards(&created);
+        let info = {
+            let mut catalog = self.shared.catalog_mut();
+            for m in closed.iter().cloned().chain(created) {
+                catalog.insert_shard(m);
+            }
+            catalog
+                .stream_info(name)
+                .ok_or_else(|| StoreError::StreamNotFound(name.into()))?
+        };
+        // Followers hear of the close only now, when the children they will look up exist.
+        for m in &closed {
+            if let Some(w) = self.shards.get(&m.uid) {
                 w.shared.tail.send_modify(|t| {
                     t.state = ShardState::Closed;
                     t.open = None;
                 });
             }
         }
-        self.install_shards(&created);
-        let mut catalog = self.shared.catalog_mut();
-        for m in closed.into_iter().chain(created) {
-            catalog.insert_shard(m);
-        }
-        catalog
-            .stream_info(name)
-            .ok_or_else(|| StoreError::StreamNotFound(name.into()))
+        Ok(info)
     }
 
     fn delete_stream(&mut self, name: &str) -> Result<(), StoreError> {

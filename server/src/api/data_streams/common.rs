@@ -294,8 +294,6 @@ pub(crate) fn in_range(
 pub(crate) const ATTR_CONSUMERS: &str = "kinesis.consumers";
 
 /// How many consumers are registered on a stream (DescribeStreamSummary's `ConsumerCount`).
-// Until describe_stream.rs calls it instead of its `consumer_count: 0`.
-#[allow(dead_code)]
 pub(crate) fn consumer_count(meta: &StreamMeta) -> usize {
     super::consumers::registered(meta).map_or(0, |list| list.len())
 }

@@ -32,9 +32,6 @@ pub(crate) const MAX_CONSUMERS_PER_STREAM: usize = 20;
 const MAX_LIST_RESULTS: i64 = 100;
 /// Optimistic updates give up after this many lost races.
 const UPDATE_ATTEMPTS: usize = 16;
-/// ListStreamConsumers page tokens are ListStreams-kind tokens whose payload starts with this,
-/// then `<stream id>/<last consumer name>`; a ListStreams token never has it.
-const PAGE_PREFIX: &str = "consumers/";
 
 /// A registered consumer, as kept in [`ATTR_CONSUMERS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,24 +413,21 @@ pub(crate) async fn list(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let after = match &req.next_token {
         None => None,
         Some(token) => {
-            let payload = tokens
-                .parse_stream_page(token, call.now_ms)
-                .map_err(|e| match e {
-                    TokenError::Expired => {
-                        ApiError::new(ErrorKind::ExpiredNextToken, "The NextToken has expired.")
-                    }
-                    TokenError::Invalid => ApiError::invalid_argument("Invalid NextToken."),
-                })?;
-            let (stream_id, after) = payload
-                .strip_prefix(PAGE_PREFIX)
-                .and_then(|rest| rest.split_once('/'))
-                .ok_or_else(|| ApiError::invalid_argument("Invalid NextToken."))?;
-            if stream_id != meta.id.to_string() {
+            let (stream_id, after) =
+                tokens
+                    .parse_consumer_page(token, call.now_ms)
+                    .map_err(|e| match e {
+                        TokenError::Expired => {
+                            ApiError::new(ErrorKind::ExpiredNextToken, "The NextToken has expired.")
+                        }
+                        TokenError::Invalid => ApiError::invalid_argument("Invalid NextToken."),
+                    })?;
+            if stream_id != meta.id {
                 return Err(ApiError::invalid_argument(
                     "The NextToken belongs to another stream.",
                 ));
             }
-            Some(after.to_owned())
+            Some(after)
         }
     };
     let mut consumers = registered_or_internal(meta)?;
@@ -442,10 +436,7 @@ pub(crate) async fn list(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let has_more = consumers.len() > limit;
     consumers.truncate(limit);
     let next_token = match consumers.last() {
-        Some(last) if has_more => Some(tokens.stream_page(
-            &format!("{PAGE_PREFIX}{}/{}", meta.id, last.name),
-            call.now_ms,
-        )),
+        Some(last) if has_more => Some(tokens.consumer_page(meta.id, &last.name, call.now_ms)),
         _ => None,
     };
     Ok(wire::response(

@@ -2,9 +2,9 @@
 
 use serde::Deserialize;
 
-use super::common::{Call, Empty, store_error, stream, stream_name};
+use super::common::{Call, Empty, consumer_count, store_error, stream, stream_name};
 use super::wire;
-use crate::api::HandlerResult;
+use crate::api::{ApiError, ErrorKind, HandlerResult};
 
 #[derive(Debug, Deserialize)]
 struct Request {
@@ -12,12 +12,23 @@ struct Request {
     stream_name: Option<String>,
     #[serde(rename = "StreamARN")]
     stream_arn: Option<String>,
+    #[serde(rename = "EnforceConsumerDeletion")]
+    enforce_consumer_deletion: Option<bool>,
 }
 
 pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let req: Request = wire::decode(call.enc, body)?;
     let name = stream_name(call, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
-    stream(call, &name)?;
+    let info = stream(call, &name)?;
+    let consumers = consumer_count(&info.meta);
+    if consumers > 0 && req.enforce_consumer_deletion != Some(true) {
+        return Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!(
+                "Stream {name} has {consumers} registered consumers; deregister them or set EnforceConsumerDeletion."
+            ),
+        ));
+    }
     call.state
         .store()
         .delete_stream(&name)

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Call, EnhancedMetrics, Shard, StreamModeDetails, encryption_type, in_range, key_id,
-    retention_hours, shard_level_metrics, status, stream, stream_mode, stream_name,
+    Call, EnhancedMetrics, Shard, StreamModeDetails, consumer_count, encryption_type, in_range,
+    key_id, retention_hours, shard_level_metrics, status, stream, stream_mode, stream_name,
 };
 use super::wire::{self, Timestamp};
 use crate::api::HandlerResult;
@@ -153,7 +153,7 @@ pub(crate) async fn handle_summary(call: &Call<'_>, body: &[u8]) -> HandlerResul
         encryption_type: encryption_type(meta),
         key_id: key_id(meta),
         open_shard_count: info.shards.iter().filter(|s| s.is_open()).count(),
-        consumer_count: 0,
+        consumer_count: consumer_count(meta),
     };
     Ok(wire::response(call.enc, &SummaryResponse { summary }))
 }

@@ -5,10 +5,11 @@
 use serde::{Deserialize, Serialize};
 use timeshard_storage::{Position, ReadLimits, SequenceNumber, StreamInfo};
 
-use super::common::{Call, HashKeyRange, encryption_type, in_range, missing, store_error};
+use super::common::{
+    Call, ChildShard, child_shards, encryption_type, in_range, missing, store_error,
+};
 use super::wire::{self, Blob, Timestamp};
 use crate::api::{ApiError, ErrorKind, HandlerResult};
-use crate::data::names::shard_id;
 use crate::data::tokens::{ShardIterator, TOKEN_TTL_MS, TokenError};
 
 const MAX_BYTES: usize = 10 << 20;
@@ -33,16 +34,6 @@ struct Record {
     partition_key: String,
     #[serde(rename = "EncryptionType", skip_serializing_if = "Option::is_none")]
     encryption_type: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct ChildShard {
-    #[serde(rename = "ShardId")]
-    shard_id: String,
-    #[serde(rename = "ParentShards")]
-    parent_shards: Vec<String>,
-    #[serde(rename = "HashKeyRange")]
-    hash_key_range: HashKeyRange,
 }
 
 #[derive(Debug, Serialize)]
@@ -122,21 +113,7 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .collect();
     let at_end_of_closed = shard.closed_at.is_some_and(|end| batch.next_offset >= end);
     let (next_shard_iterator, child_shards) = if at_end_of_closed {
-        let children = info
-            .shards
-            .iter()
-            .filter(|c| c.parent == Some(shard.index) || c.adjacent_parent == Some(shard.index))
-            .map(|c| ChildShard {
-                shard_id: shard_id(c.index),
-                parent_shards: c
-                    .parent
-                    .into_iter()
-                    .chain(c.adjacent_parent)
-                    .map(shard_id)
-                    .collect(),
-                hash_key_range: HashKeyRange::of(c),
-            })
-            .collect();
+        let children = child_shards(&info, shard.index);
         (None, Some(children))
     } else {
         let next = ShardIterator {

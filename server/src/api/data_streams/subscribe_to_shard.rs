@@ -363,11 +363,7 @@ impl Subscription {
                 if batch.next_offset > self.next {
                     // A closed shard's tail is final, so reaching it is the shard's end.
                     let at_end = closed && batch.next_offset >= tail.next_offset;
-                    let children = if at_end {
-                        Some(self.children().await)
-                    } else {
-                        None
-                    };
+                    let children = if at_end { Some(self.children()) } else { None };
                     let event = self.event(batch, children, tail.last_server_ts_ms);
                     self.send_event(&event, deadline).await?;
                     keep_alive_at = Instant::now() + self.keep_alive;
@@ -382,7 +378,7 @@ impl Subscription {
                     records: Vec::new(),
                     continuation_sequence_number: None,
                     millis_behind_latest: 0,
-                    child_shards: Some(self.children().await),
+                    child_shards: Some(self.children()),
                 };
                 self.send_event(&event, deadline).await?;
                 return Ok("end of a closed shard");
@@ -462,24 +458,13 @@ impl Subscription {
         }
     }
 
-    /// The shards this (closed) one split or merged into.
-    async fn children(&self) -> Vec<ChildShard> {
-        // The store publishes a shard's closing to its followers just before it adds the new
-        // shards to the catalog, so a follower woken by the close may look a moment too early;
-        // a closed shard always has children, so an empty answer is retried briefly.
-        for _ in 0..50 {
-            let children = match self.store.stream(&self.stream_name) {
-                Some(info) if info.meta.id == self.stream_id => {
-                    child_shards(&info, self.shard_index)
-                }
-                _ => return Vec::new(),
-            };
-            if !children.is_empty() {
-                return children;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    /// The shards this (closed) one split or merged into. The store announces a close only once
+    /// the children are in the catalog, so they are there by the time a follower asks.
+    fn children(&self) -> Vec<ChildShard> {
+        match self.store.stream(&self.stream_name) {
+            Some(info) if info.meta.id == self.stream_id => child_shards(&info, self.shard_index),
+            _ => Vec::new(),
         }
-        Vec::new()
     }
 
     fn consumer_exists(&self) -> bool {
