@@ -177,8 +177,15 @@ pub async fn start_with_clock(
             dir: config.data_dir.clone(),
             source,
         })?;
-    let state = Arc::new(AppState::new(config, public_url, store, clock, token_key));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = Arc::new(AppState::new(
+        config,
+        public_url,
+        store,
+        clock,
+        token_key,
+        shutdown_rx.clone(),
+    ));
     info!(addr = %local_addr, public_url = %state.public_url(), data_dir = %state.config().data_dir.display(), "listening");
     tokio::spawn(retention_loop(state.clone(), shutdown_rx.clone()));
     let task = tokio::spawn(accept_loop(listener, state.clone(), shutdown_rx));

@@ -13,6 +13,8 @@ use timeshard_storage::options::{StoreOptions, SyncPolicy};
 use timeshard_storage::{Store, StoreError};
 
 use crate::api::sigv4::Verifier;
+use tokio::sync::watch;
+
 use crate::config::Config;
 use crate::data::Kinesis;
 use crate::data::names::Account;
@@ -43,6 +45,8 @@ pub struct AppState {
     verifier: Option<Verifier>,
     clock: Arc<dyn Clock>,
     kinesis: Kinesis,
+    /// Becomes `true` when the server starts shutting down.
+    shutdown: watch::Receiver<bool>,
 }
 
 impl fmt::Debug for AppState {
@@ -62,6 +66,7 @@ impl AppState {
         store: Store,
         clock: Arc<dyn Clock>,
         token_key: [u8; 32],
+        shutdown: watch::Receiver<bool>,
     ) -> Self {
         let verifier = config
             .auth_enabled()
@@ -74,6 +79,7 @@ impl AppState {
             tokens: Tokens::new(token_key),
         };
         AppState {
+            shutdown,
             kinesis,
             config,
             public_url,
@@ -108,6 +114,12 @@ impl AppState {
     /// The SigV4 verifier, when authentication is enabled.
     pub fn verifier(&self) -> Option<&Verifier> {
         self.verifier.as_ref()
+    }
+
+    /// Resolves (turns `true`) when the server begins to shut down, so long-lived responses
+    /// (SubscribeToShard, GetMedia) can end cleanly instead of holding shutdown up.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
     }
 
     /// Kinesis Data Streams naming and tokens.

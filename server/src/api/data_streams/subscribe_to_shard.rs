@@ -261,6 +261,7 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         claim,
         lifetime: SUBSCRIPTION_LIFETIME,
         keep_alive: KEEP_ALIVE_INTERVAL,
+        shutdown: call.state.shutdown_signal(),
     };
     debug!(consumer = %subscription.consumer_arn, shard = %shard_id, from = next, "subscription started");
     tokio::spawn(subscription.run());
@@ -306,6 +307,8 @@ enum Stop {
     Expired,
     /// A newer subscription took over, or the consumer was deregistered (checked on waking).
     Stopped,
+    /// The server is shutting down: the body ends cleanly and the client subscribes again.
+    ShuttingDown,
 }
 
 struct Subscription {
@@ -325,6 +328,7 @@ struct Subscription {
     claim: Claim,
     lifetime: Duration,
     keep_alive: Duration,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Subscription {
@@ -338,6 +342,8 @@ impl Subscription {
     async fn follow(&mut self, deadline: Instant) -> Result<&'static str, Stop> {
         // Due at once: the first event follows the initial response without waiting.
         let mut keep_alive_at = Instant::now();
+        // Its own receiver, so waiting on it does not hold `self` through the select below.
+        let mut shutdown = self.shutdown.clone();
         loop {
             if Instant::now() >= deadline {
                 return Err(Stop::Expired);
@@ -394,6 +400,9 @@ impl Subscription {
                     }
                 }
                 () = sleep_until(deadline) => return Err(Stop::Expired),
+                true = async { shutdown.wait_for(|down| *down).await.is_ok() } => {
+                    return Err(Stop::ShuttingDown);
+                }
                 () = sleep_until(keep_alive_at) => {
                     if !self.consumer_exists() {
                         return self.fail(self.consumer_gone()).await;
@@ -718,6 +727,8 @@ mod tests {
             claim: claim(store.dir(), ARN, shard, 0).unwrap(),
             lifetime,
             keep_alive,
+            // A dropped sender never signals: these subscriptions see no shutdown.
+            shutdown: watch::channel(false).1,
         };
         (subscription, rx)
     }
@@ -770,6 +781,28 @@ mod tests {
         }
         assert!(started.elapsed() >= Duration::from_millis(450));
         assert!(events >= 3, "{events} keep-alive events");
+        task.await.unwrap();
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn server_shutdown_ends_the_subscription_cleanly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, shard) = store_with_consumer(dir.path()).await;
+        let (mut subscription, mut rx) = new_subscription(
+            &store,
+            shard,
+            Duration::from_secs(300),
+            Duration::from_secs(300),
+        );
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        subscription.shutdown = shutdown_rx;
+        let task = tokio::spawn(subscription.run());
+        // The first (empty) event is due at once; then the subscription waits.
+        assert!(next(&mut rx).await.is_some());
+        shutdown_tx.send(true).unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(1), next(&mut rx)).await;
+        assert_eq!(ended.expect("the subscription outlived the shutdown"), None);
         task.await.unwrap();
         store.close();
     }
