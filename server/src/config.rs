@@ -145,6 +145,11 @@ pub struct ServeArgs {
     /// How often expired data is removed (retention and byte budgets) [default: 60s].
     #[arg(long, env = "TIMESHARD_RETENTION_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub retention_interval: Option<Duration>,
+
+    /// How long data streams stay CREATING, UPDATING or DELETING before the change completes,
+    /// for testing clients' waiters [default: 0s, immediate].
+    #[arg(long, env = "TIMESHARD_STREAM_STATUS_DELAY", value_parser = parse_duration, value_name = "DURATION")]
+    pub stream_status_delay: Option<Duration>,
 }
 
 /// A string or a list of strings in the TOML file (`access_key_id = "A"` or `= ["A", "B"]`).
@@ -182,6 +187,7 @@ struct FileConfig {
     max_request_bytes: Option<u64>,
     shutdown_grace: Option<String>,
     retention_interval: Option<String>,
+    stream_status_delay: Option<String>,
 }
 
 /// One access key pair clients may sign with. `Debug` never prints the secret.
@@ -226,6 +232,7 @@ pub struct Config {
     pub max_request_bytes: u64,
     pub shutdown_grace: Duration,
     pub retention_interval: Duration,
+    pub stream_status_delay: Duration,
 }
 
 impl Default for Config {
@@ -244,6 +251,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
+            stream_status_delay: Duration::ZERO,
         }
     }
 }
@@ -385,6 +393,12 @@ impl Config {
             &file.retention_interval,
             defaults.retention_interval,
         )?;
+        let stream_status_delay = duration(
+            args.stream_status_delay,
+            "stream_status_delay",
+            &file.stream_status_delay,
+            defaults.stream_status_delay,
+        )?;
 
         // Credentials: whichever source gives any keys replaces the lower ones entirely; mixing
         // ids from the command line with secrets from the file would pair the wrong halves.
@@ -445,6 +459,7 @@ impl Config {
                 .unwrap_or(defaults.max_request_bytes),
             shutdown_grace,
             retention_interval,
+            stream_status_delay,
         };
         config.validate()?;
         Ok(config)
@@ -581,6 +596,10 @@ impl Config {
         line(
             "retention_interval",
             quote(&format_duration(self.retention_interval)),
+        );
+        line(
+            "stream_status_delay",
+            quote(&format_duration(self.stream_status_delay)),
         );
         out
     }

@@ -170,6 +170,12 @@ pub async fn start_with_clock(
     } else {
         info!("no credentials configured: requests are not authenticated (loopback only)");
     }
+    crate::data::lifecycle::complete_pending(&store)
+        .await
+        .map_err(|source| StartError::OpenStore {
+            dir: config.data_dir.clone(),
+            source,
+        })?;
     let token_key = store
         .secret(crate::data::TOKEN_SECRET)
         .await

@@ -314,3 +314,94 @@ async fn resuming_after_a_shards_starting_sequence_number_misses_nothing() {
     }
     server.shutdown().await;
 }
+
+async fn status_of(addr: SocketAddr, name: &str) -> Option<String> {
+    let r = json_call(
+        addr,
+        "DescribeStreamSummary",
+        serde_json::json!({"StreamName": name}),
+    )
+    .await;
+    if r.status() != StatusCode::OK {
+        return None;
+    }
+    json(&r)["StreamDescriptionSummary"]["StreamStatus"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Polls until the stream's status is `want` (`None`: gone); fails after 10 s.
+async fn wait_status(addr: SocketAddr, name: &str, want: Option<&str>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status_of(addr, name).await.as_deref() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} never became {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_status_delay_shows_creating_updating_and_deleting() {
+    let (server, dir) = start_server(false, |c| {
+        c.stream_status_delay = std::time::Duration::from_millis(700)
+    })
+    .await;
+    let addr = server.local_addr();
+    json_call(
+        addr,
+        "CreateStream",
+        serde_json::json!({"StreamName": "w", "ShardCount": 1}),
+    )
+    .await;
+    assert_eq!(status_of(addr, "w").await.as_deref(), Some("CREATING"));
+    let put = json_call(
+        addr,
+        "PutRecord",
+        serde_json::json!({"StreamName": "w", "Data": "AQ==", "PartitionKey": "p"}),
+    )
+    .await;
+    assert_eq!(json(&put)["__type"], "ResourceNotFoundException");
+    wait_status(addr, "w", Some("ACTIVE")).await;
+
+    let split = serde_json::json!({"StreamName": "w", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "1000"});
+    assert_eq!(
+        json_call(addr, "SplitShard", split).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(status_of(addr, "w").await.as_deref(), Some("UPDATING"));
+    let again = serde_json::json!({"StreamName": "w", "ShardToSplit": "shardId-000000000001", "NewStartingHashKey": "500"});
+    assert_eq!(
+        json(&json_call(addr, "SplitShard", again).await)["__type"],
+        "ResourceInUseException"
+    );
+    wait_status(addr, "w", Some("ACTIVE")).await;
+
+    json_call(addr, "DeleteStream", serde_json::json!({"StreamName": "w"})).await;
+    assert_eq!(status_of(addr, "w").await.as_deref(), Some("DELETING"));
+    wait_status(addr, "w", None).await;
+
+    // A change still pending when the server stops completes at the next start.
+    json_call(
+        addr,
+        "CreateStream",
+        serde_json::json!({"StreamName": "p", "ShardCount": 1}),
+    )
+    .await;
+    assert_eq!(status_of(addr, "p").await.as_deref(), Some("CREATING"));
+    server.shutdown().await;
+    let again = timeshard_server::start(timeshard_server::Config {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sync: timeshard_storage::options::SyncPolicy::Never,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status_of(again.local_addr(), "p").await.as_deref(),
+        Some("ACTIVE")
+    );
+    again.shutdown().await;
+}

@@ -4,6 +4,7 @@
 //! `api/data_streams/` translate requests into these terms and call the store.
 
 pub mod hashing;
+pub mod lifecycle;
 pub mod names;
 pub mod tokens;
 

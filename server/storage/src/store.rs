@@ -209,7 +209,9 @@ impl StoreShared {
 
 struct Inner {
     dir: PathBuf,
-    db: Arc<Database>,
+    /// The catalog; `None` once the store is closed, so closing releases the directory's lock
+    /// even while other handles to the store live on.
+    db: Mutex<Option<Arc<Database>>>,
     opts: StoreOptions,
     tx: flume::Sender<Command>,
     shared: Arc<StoreShared>,
@@ -281,7 +283,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                db: opened.db,
+                db: Mutex::new(Some(opened.db)),
                 opts,
                 tx,
                 shared,
@@ -290,11 +292,26 @@ impl Store {
         })
     }
 
-    /// Flushes, stops the writer and aborts open records. Later mutations fail with `Closed`.
-    /// Blocking.
+    /// Flushes, stops the writer, aborts open records and releases the data directory (another
+    /// `Store::open` of it may follow at once, even while clones of this handle live on). Later
+    /// mutations and catalog reads fail with `Closed`. Blocking.
     pub fn close(&self) {
         self.inner.stop_writer();
+        self.inner
+            .db
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.inner.shared.healthy.store(false, Ordering::SeqCst);
+    }
+
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        self.inner
+            .db
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -561,7 +578,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<IndexedRecord>, StoreError> {
         self.shard_shared(shard)?;
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(match kind {
             TimeKind::Producer => TIME_BY_PRODUCER,
             TimeKind::Server => TIME_BY_SERVER,
@@ -612,7 +629,7 @@ impl Store {
         shard: ShardUid,
         offset: u64,
     ) -> Result<Option<IndexedRecord>, StoreError> {
-        let txn = self.inner.db.begin_read()?;
+        let txn = self.db()?.begin_read()?;
         let table = txn.open_table(TIME_BY_OFFSET)?;
         match table.get((shard.0, offset))? {
             None => Ok(None),

@@ -238,6 +238,26 @@ async fn damaged_sparse_index_is_rebuilt() {
 }
 
 #[tokio::test]
+async fn close_releases_the_directory_while_other_handles_live_on() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    store.append(shard, vec![rec(1)]).await.unwrap();
+    let lingering = store.clone();
+    store.close();
+    let reopened = open(dir.path(), opts(&clock, &fs));
+    assert_eq!(all(&reopened, shard).await, vec![(0, rec(1).payload)]);
+    assert!(matches!(
+        lingering.append(shard, vec![rec(2)]).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        lingering.indexed_record_blocking(shard, 0),
+        Err(StoreError::Closed)
+    ));
+}
+
+#[tokio::test]
 async fn a_directory_cannot_be_opened_twice() {
     let (dir, clock, fs) = setup();
     let _store = open(dir.path(), opts(&clock, &fs));

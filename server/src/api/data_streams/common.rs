@@ -372,3 +372,44 @@ pub(crate) fn starting_position(
         }
     })
 }
+
+/// A stream that may be reshaped (resharded, re-encrypted) must be ACTIVE.
+pub(crate) fn require_active(call: &Call<'_>, info: &StreamInfo) -> Result<(), ApiError> {
+    if info.meta.status == StreamStatus::Active {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorKind::ResourceInUse,
+        format!(
+            "Stream {} under account {} not ACTIVE, instead in state {}",
+            info.meta.name,
+            call.state.kinesis().account.account_id,
+            status(info.meta.status)
+        ),
+    ))
+}
+
+/// After a change Kinesis reports as UPDATING: with a status delay configured, the stream shows
+/// UPDATING for that long; otherwise nothing changes.
+pub(crate) async fn updating_for_a_while(call: &Call<'_>, name: &str) -> Result<(), ApiError> {
+    let delay = call.state.config().stream_status_delay;
+    if delay.is_zero() {
+        return Ok(());
+    }
+    let store = call.state.store();
+    let meta = store
+        .update_stream(name, None, |m| {
+            m.status = StreamStatus::Updating;
+            Ok(())
+        })
+        .await
+        .map_err(|e| store_error(call, e))?;
+    crate::data::lifecycle::finish_later(
+        store.clone(),
+        name.to_string(),
+        meta.id,
+        delay,
+        crate::data::lifecycle::Transition::Activate,
+    );
+    Ok(())
+}

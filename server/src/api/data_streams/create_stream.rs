@@ -12,6 +12,7 @@ use super::common::{
 use super::wire;
 use crate::api::{ApiError, ErrorKind, HandlerResult};
 use crate::data::hashing::even_ranges;
+use crate::data::lifecycle::{Transition, finish_later};
 use crate::data::names::check_stream_name;
 
 /// Shards a stream starts with in ON_DEMAND mode, as Kinesis does.
@@ -72,13 +73,18 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         ));
     }
     let tags = req.tags.unwrap_or_default();
+    let delay = call.state.config().stream_status_delay;
     check_tags(&tags)?;
     let mut attributes = BTreeMap::new();
     attributes.insert(ATTR_STREAM_MODE.to_string(), mode);
     let new = NewStream {
         tags,
         attributes,
-        status: StreamStatus::Active,
+        status: if delay.is_zero() {
+            StreamStatus::Active
+        } else {
+            StreamStatus::Creating
+        },
         ..NewStream::new(
             name,
             StreamKind::Data,
@@ -95,11 +101,22 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
                 .collect(),
         )
     };
-    call.state
+    let created = call
+        .state
         .store()
         .create_stream(new)
         .await
         .map_err(|e| store_error(call, e))?;
+    if !delay.is_zero() {
+        let store = call.state.store().clone();
+        finish_later(
+            store,
+            created.meta.name,
+            created.meta.id,
+            delay,
+            Transition::Activate,
+        );
+    }
     Ok(wire::response(call.enc, &Empty {}))
 }
 

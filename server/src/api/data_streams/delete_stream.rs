@@ -4,7 +4,10 @@ use serde::Deserialize;
 
 use super::common::{Call, Empty, consumer_count, store_error, stream, stream_name};
 use super::wire;
+use timeshard_storage::StreamStatus;
+
 use crate::api::{ApiError, ErrorKind, HandlerResult};
+use crate::data::lifecycle::{Transition, finish_later};
 
 #[derive(Debug, Deserialize)]
 struct Request {
@@ -29,10 +32,22 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
             ),
         ));
     }
-    call.state
-        .store()
-        .delete_stream(&name)
-        .await
-        .map_err(|e| store_error(call, e))?;
+    let delay = call.state.config().stream_status_delay;
+    let store = call.state.store();
+    if delay.is_zero() {
+        store
+            .delete_stream(&name)
+            .await
+            .map_err(|e| store_error(call, e))?;
+    } else {
+        store
+            .update_stream(&name, None, |m| {
+                m.status = StreamStatus::Deleting;
+                Ok(())
+            })
+            .await
+            .map_err(|e| store_error(call, e))?;
+        finish_later(store.clone(), name, info.meta.id, delay, Transition::Delete);
+    }
     Ok(wire::response(call.enc, &Empty {}))
 }

@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use timeshard_storage::{NewShard, ShardMeta};
 
 use super::common::{
-    Call, Empty, in_range, missing, shard, store_error, stream, stream_name, validation,
+    Call, Empty, in_range, missing, require_active, shard, store_error, stream, stream_name,
+    updating_for_a_while, validation,
 };
 use super::create_stream::MAX_SHARDS_PER_STREAM;
 use super::wire;
@@ -104,6 +105,7 @@ pub(crate) async fn split(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         )
     })?;
     let info = stream(call, &name)?;
+    require_active(call, &info)?;
     let parent = shard(call, &info, &id)?;
     if !parent.is_open() {
         return Err(not_eligible(call, parent, &name));
@@ -125,6 +127,7 @@ pub(crate) async fn split(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .reshard(&name, vec![parent.index], children)
         .await
         .map_err(|e| store_error(call, e))?;
+    updating_for_a_while(call, &name).await?;
     Ok(wire::response(call.enc, &Empty {}))
 }
 
@@ -136,6 +139,7 @@ pub(crate) async fn merge(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .adjacent_shard_to_merge
         .ok_or_else(|| missing("adjacentShardToMerge"))?;
     let info = stream(call, &name)?;
+    require_active(call, &info)?;
     let (a, b) = (shard(call, &info, &a_id)?, shard(call, &info, &b_id)?);
     for s in [a, b] {
         if !s.is_open() {
@@ -161,6 +165,7 @@ pub(crate) async fn merge(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .reshard(&name, vec![a.index, b.index], vec![merged])
         .await
         .map_err(|e| store_error(call, e))?;
+    updating_for_a_while(call, &name).await?;
     Ok(wire::response(call.enc, &Empty {}))
 }
 
@@ -267,6 +272,7 @@ pub(crate) async fn update_count(call: &Call<'_>, body: &[u8]) -> HandlerResult 
         ));
     }
     let info = stream(call, &name)?;
+    require_active(call, &info)?;
     let open: Vec<ShardMeta> = info
         .shards
         .iter()
@@ -282,6 +288,7 @@ pub(crate) async fn update_count(call: &Call<'_>, body: &[u8]) -> HandlerResult 
             .reshard(&name, plan.close, plan.create)
             .await
             .map_err(|e| store_error(call, e))?;
+        updating_for_a_while(call, &name).await?;
     }
     Ok(wire::response(
         call.enc,

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{
     ATTR_ENCRYPTION, ATTR_KEY_ID, ATTR_SHARD_METRICS, Call, Empty, HOUR_MS, missing,
-    retention_hours, shard_level_metrics, store_error, stream, stream_name, validation,
+    require_active, retention_hours, shard_level_metrics, store_error, stream, stream_name,
+    updating_for_a_while, validation,
 };
 use super::wire;
 use crate::api::{ApiError, HandlerResult};
@@ -119,7 +120,7 @@ async fn encryption(call: &Call<'_>, body: &[u8], start: bool) -> HandlerResult 
             "Member must have length between 1 and 2048",
         ));
     }
-    stream(call, &name)?;
+    require_active(call, &stream(call, &name)?)?;
     call.state
         .store()
         .update_stream(&name, None, move |meta| {
@@ -134,6 +135,7 @@ async fn encryption(call: &Call<'_>, body: &[u8], start: bool) -> HandlerResult 
         })
         .await
         .map_err(|e| store_error(call, e))?;
+    updating_for_a_while(call, &name).await?;
     Ok(wire::response(call.enc, &Empty {}))
 }
 
