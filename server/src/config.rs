@@ -146,6 +146,11 @@ pub struct ServeArgs {
     #[arg(long, env = "TIMESHARD_RETENTION_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
     pub retention_interval: Option<Duration>,
 
+    /// Which limits apply: `self-hosted` keeps only those that protect the server; `aws` also
+    /// enforces the AWS per-shard quotas [default: self-hosted].
+    #[arg(long, env = "TIMESHARD_LIMITS", value_name = "MODE")]
+    pub limits: Option<LimitsMode>,
+
     /// How long data streams stay CREATING, UPDATING or DELETING before the change completes,
     /// for testing clients' waiters [default: 0s, immediate].
     #[arg(long, env = "TIMESHARD_STREAM_STATUS_DELAY", value_parser = parse_duration, value_name = "DURATION")]
@@ -188,6 +193,7 @@ struct FileConfig {
     shutdown_grace: Option<String>,
     retention_interval: Option<String>,
     stream_status_delay: Option<String>,
+    limits: Option<String>,
 }
 
 /// One access key pair clients may sign with. `Debug` never prints the secret.
@@ -215,6 +221,39 @@ impl fmt::Debug for Credential {
     }
 }
 
+/// Which limits the server enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitsMode {
+    /// Only limits that protect the server (request and record sizes, shard counts).
+    #[default]
+    SelfHosted,
+    /// Also the AWS quotas, for testing against timeshard before deploying to AWS.
+    Aws,
+}
+
+impl std::str::FromStr for LimitsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "self-hosted" => Ok(LimitsMode::SelfHosted),
+            "aws" => Ok(LimitsMode::Aws),
+            other => Err(format!(
+                "unknown limits mode {other:?}: expected self-hosted or aws"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for LimitsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitsMode::SelfHosted => "self-hosted",
+            LimitsMode::Aws => "aws",
+        })
+    }
+}
+
 /// The resolved configuration of one server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -233,6 +272,7 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub retention_interval: Duration,
     pub stream_status_delay: Duration,
+    pub limits: LimitsMode,
 }
 
 impl Default for Config {
@@ -252,6 +292,7 @@ impl Default for Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             stream_status_delay: Duration::ZERO,
+            limits: LimitsMode::SelfHosted,
         }
     }
 }
@@ -399,6 +440,13 @@ impl Config {
             &file.stream_status_delay,
             defaults.stream_status_delay,
         )?;
+        let limits = match (args.limits, &file.limits) {
+            (Some(l), _) => l,
+            (None, Some(text)) => text
+                .parse()
+                .map_err(|e: String| file_value("limits", text, e))?,
+            (None, None) => defaults.limits,
+        };
 
         // Credentials: whichever source gives any keys replaces the lower ones entirely; mixing
         // ids from the command line with secrets from the file would pair the wrong halves.
@@ -460,6 +508,7 @@ impl Config {
             shutdown_grace,
             retention_interval,
             stream_status_delay,
+            limits,
         };
         config.validate()?;
         Ok(config)
@@ -601,6 +650,7 @@ impl Config {
             "stream_status_delay",
             quote(&format_duration(self.stream_status_delay)),
         );
+        line("limits", quote(&self.limits.to_string()));
         out
     }
 }

@@ -15,8 +15,9 @@ use timeshard_storage::{Store, StoreError};
 use crate::api::sigv4::Verifier;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, LimitsMode};
 use crate::data::Kinesis;
+use crate::data::limits::ShardQuotas;
 use crate::data::names::Account;
 use crate::data::tokens::Tokens;
 use crate::metrics::HttpMetrics;
@@ -47,6 +48,8 @@ pub struct AppState {
     kinesis: Kinesis,
     /// Becomes `true` when the server starts shutting down.
     shutdown: watch::Receiver<bool>,
+    /// The AWS per-shard quotas, in `--limits aws` mode only.
+    shard_quotas: Option<ShardQuotas>,
 }
 
 impl fmt::Debug for AppState {
@@ -78,7 +81,9 @@ impl AppState {
             },
             tokens: Tokens::new(token_key),
         };
+        let shard_quotas = (config.limits == LimitsMode::Aws).then(ShardQuotas::default);
         AppState {
+            shard_quotas,
             shutdown,
             kinesis,
             config,
@@ -120,6 +125,11 @@ impl AppState {
     /// (SubscribeToShard, GetMedia) can end cleanly instead of holding shutdown up.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.clone()
+    }
+
+    /// The AWS per-shard quotas, when `--limits aws` asks for them.
+    pub fn shard_quotas(&self) -> Option<&ShardQuotas> {
+        self.shard_quotas.as_ref()
     }
 
     /// Kinesis Data Streams naming and tokens.

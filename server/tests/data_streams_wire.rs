@@ -405,3 +405,81 @@ async fn a_status_delay_shows_creating_updating_and_deleting() {
     );
     again.shutdown().await;
 }
+
+#[tokio::test]
+async fn aws_limits_mode_enforces_per_shard_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(timeshard_storage::clock::ManualClock::new(
+        1_800_000_000_000,
+    ));
+    let config = timeshard_server::Config {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sync: timeshard_storage::options::SyncPolicy::Never,
+        limits: timeshard_server::config::LimitsMode::Aws,
+        ..Default::default()
+    };
+    let server = timeshard_server::start_with_clock(config, clock.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    json_call(
+        addr,
+        "CreateStream",
+        serde_json::json!({"StreamName": "q", "ShardCount": 1}),
+    )
+    .await;
+    let batch = serde_json::json!({
+        "StreamName": "q",
+        "Records": (0..500).map(|i| serde_json::json!({"Data": "AAAAAAAAAAAAAA==", "PartitionKey": format!("k{i}")})).collect::<Vec<_>>(),
+    });
+    // 1,000 records a second per shard: two batches fit, the third fails entry by entry.
+    for _ in 0..2 {
+        assert_eq!(
+            json(&json_call(addr, "PutRecords", batch.clone()).await)["FailedRecordCount"],
+            0
+        );
+    }
+    let over = json(&json_call(addr, "PutRecords", batch.clone()).await);
+    assert_eq!(over["FailedRecordCount"], 500);
+    assert_eq!(
+        over["Records"][0]["ErrorCode"],
+        "ProvisionedThroughputExceededException"
+    );
+    assert!(
+        over["Records"][0]["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Rate exceeded for shard shardId-000000000000")
+    );
+    let one = serde_json::json!({"StreamName": "q", "Data": "AQ==", "PartitionKey": "p"});
+    assert_eq!(
+        json(&json_call(addr, "PutRecord", one.clone()).await)["__type"],
+        "ProvisionedThroughputExceededException"
+    );
+    clock.advance_ms(1000);
+    assert_eq!(
+        json_call(addr, "PutRecord", one).await.status(),
+        StatusCode::OK
+    );
+
+    // Five GetRecords calls a second per shard.
+    let it = json(&json_call(addr, "GetShardIterator", serde_json::json!({"StreamName": "q", "ShardId": "shardId-000000000000", "ShardIteratorType": "LATEST"})).await);
+    let get = serde_json::json!({"ShardIterator": it["ShardIterator"]});
+    for _ in 0..5 {
+        assert_eq!(
+            json_call(addr, "GetRecords", get.clone()).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        json(&json_call(addr, "GetRecords", get.clone()).await)["__type"],
+        "ProvisionedThroughputExceededException"
+    );
+    clock.advance_ms(1000);
+    assert_eq!(
+        json_call(addr, "GetRecords", get).await.status(),
+        StatusCode::OK
+    );
+    server.shutdown().await;
+}

@@ -5,6 +5,7 @@
 
 pub mod hashing;
 pub mod lifecycle;
+pub mod limits;
 pub mod names;
 pub mod tokens;
 

@@ -77,6 +77,18 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .iter()
         .find(|s| s.uid == it.shard)
         .ok_or_else(|| ApiError::not_found("The shard of this shard iterator no longer exists."))?;
+    let quotas = call.state.shard_quotas();
+    if quotas.is_some_and(|q| !q.try_read(it.shard, call.now_ms)) {
+        return Err(ApiError::new(
+            ErrorKind::ProvisionedThroughputExceeded,
+            format!(
+                "Rate exceeded for shard {} in stream {} under account {}.",
+                crate::data::names::shard_id(shard.index),
+                info.meta.name,
+                call.state.kinesis().account.account_id
+            ),
+        ));
+    }
     let batch = call
         .state
         .store()
@@ -87,6 +99,14 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         )
         .await
         .map_err(|e| store_error(call, e))?;
+    if let Some(q) = quotas {
+        let bytes = batch
+            .records
+            .iter()
+            .map(|r| r.payload.len() + r.key.len())
+            .sum();
+        q.charge_read(it.shard, bytes, call.now_ms);
+    }
     let tail = call
         .state
         .store()

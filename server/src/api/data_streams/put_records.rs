@@ -10,7 +10,7 @@ use super::common::{
     Call, encryption_type, missing, store_error, stream_name, usable_stream, validation,
 };
 use super::wire::{self, Blob};
-use crate::api::{ApiError, HandlerResult};
+use crate::api::{ApiError, ErrorKind, HandlerResult};
 use crate::data::hashing::{parse_hash_key, partition_key_hash};
 use crate::data::names::shard_id;
 
@@ -150,6 +150,23 @@ fn route(
     })
 }
 
+/// Whether a record fits its shard's write quota (always, unless `--limits aws`).
+fn within_quota(call: &Call<'_>, r: &Routed) -> bool {
+    let bytes = r.record.payload.len() + r.record.key.len();
+    call.state
+        .shard_quotas()
+        .is_none_or(|q| q.try_write(r.shard, bytes, call.now_ms))
+}
+
+fn rate_exceeded(call: &Call<'_>, info: &StreamInfo, shard_index: u32) -> String {
+    format!(
+        "Rate exceeded for shard {} in stream {} under account {}.",
+        shard_id(shard_index),
+        info.meta.name,
+        call.state.kinesis().account.account_id
+    )
+}
+
 pub(crate) async fn handle_one(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let req: PutRecordRequest = wire::decode(call.enc, body)?;
     let name = stream_name(call, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
@@ -161,6 +178,12 @@ pub(crate) async fn handle_one(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         req.partition_key,
         req.explicit_hash_key,
     )?;
+    if !within_quota(call, &routed) {
+        return Err(ApiError::new(
+            ErrorKind::ProvisionedThroughputExceeded,
+            rate_exceeded(call, &info, routed.shard_index),
+        ));
+    }
     let appended = call
         .state
         .store()
@@ -209,8 +232,18 @@ pub(crate) async fn handle_batch(call: &Call<'_>, body: &[u8]) -> HandlerResult 
         )));
     }
     // One append per shard, all in flight together; records keep their order within a shard.
+    // Entries over their shard's quota (`--limits aws`) fail alone, as in Kinesis.
+    let count = routed.len();
+    let mut results: Vec<ResultEntry> = (0..count).map(|_| ResultEntry::default()).collect();
+    let mut failed = 0;
     let mut by_shard: Vec<(ShardUid, u32, Vec<usize>, Vec<NewRecord>)> = Vec::new();
     for (i, r) in routed.into_iter().enumerate() {
+        if !within_quota(call, &r) {
+            failed += 1;
+            results[i].error_code = Some("ProvisionedThroughputExceededException".into());
+            results[i].error_message = Some(rate_exceeded(call, &info, r.shard_index));
+            continue;
+        }
         match by_shard.iter_mut().find(|(uid, ..)| *uid == r.shard) {
             Some((_, _, idx, recs)) => {
                 idx.push(i);
@@ -219,14 +252,11 @@ pub(crate) async fn handle_batch(call: &Call<'_>, body: &[u8]) -> HandlerResult 
             None => by_shard.push((r.shard, r.shard_index, vec![i], vec![r.record])),
         }
     }
-    let count: usize = by_shard.iter().map(|(_, _, idx, _)| idx.len()).sum();
     let mut appends = tokio::task::JoinSet::new();
     for (uid, index, idx, recs) in by_shard {
         let store = call.state.store().clone();
         appends.spawn(async move { (uid, index, idx, store.append(uid, recs).await) });
     }
-    let mut results: Vec<ResultEntry> = (0..count).map(|_| ResultEntry::default()).collect();
-    let mut failed = 0;
     while let Some(joined) = appends.join_next().await {
         let (uid, index, idx, outcome) =
             joined.map_err(|e| ApiError::internal(format!("append task: {e}")))?;
