@@ -3,10 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 use timeshard_storage::{
-    Position, SequenceNumber, ShardMeta, StoreError, StreamInfo, StreamMeta, StreamStatus,
+    Position, ReadBatch, SequenceNumber, ShardMeta, ShardUid, StoreError, StreamInfo, StreamMeta,
+    StreamStatus,
 };
 
-use super::wire::{Encoding, Timestamp};
+use super::wire::{Blob, Encoding, Timestamp};
 use crate::api::{ApiError, ErrorKind};
 use crate::data::names::{check_stream_name, shard_id};
 use crate::state::AppState;
@@ -412,4 +413,49 @@ pub(crate) async fn updating_for_a_while(call: &Call<'_>, name: &str) -> Result<
         crate::data::lifecycle::Transition::Activate,
     );
     Ok(())
+}
+
+/// The `Record` shape of GetRecords and of SubscribeToShard events.
+#[derive(Debug, Serialize)]
+pub(crate) struct KinesisRecord {
+    #[serde(rename = "SequenceNumber")]
+    pub sequence_number: String,
+    #[serde(rename = "ApproximateArrivalTimestamp")]
+    pub approximate_arrival_timestamp: Timestamp,
+    #[serde(rename = "Data")]
+    pub data: Blob,
+    #[serde(rename = "PartitionKey")]
+    pub partition_key: String,
+    #[serde(rename = "EncryptionType", skip_serializing_if = "Option::is_none")]
+    pub encryption_type: Option<String>,
+}
+
+/// A read's records as Kinesis shows them; `encryption` is the stream's type unless NONE.
+pub(crate) fn kinesis_records(
+    shard: ShardUid,
+    batch: ReadBatch,
+    encryption: Option<&str>,
+) -> Vec<KinesisRecord> {
+    batch
+        .records
+        .into_iter()
+        .map(|r| KinesisRecord {
+            sequence_number: SequenceNumber::of_record(shard, r.offset).to_string(),
+            approximate_arrival_timestamp: Timestamp(r.server_ts_ms),
+            partition_key: String::from_utf8_lossy(&r.key).into_owned(),
+            data: Blob(r.payload),
+            encryption_type: encryption.map(str::to_owned),
+        })
+        .collect()
+}
+
+/// How far behind the shard's newest record a read ended (`MillisBehindLatest`): 0 when it
+/// reached the tail.
+pub(crate) fn millis_behind(batch: &ReadBatch, newest_ts_ms: i64) -> i64 {
+    match batch.records.last() {
+        Some(last) if batch.next_offset < batch.tail_offset => {
+            newest_ts_ms.saturating_sub(last.server_ts_ms).max(0)
+        }
+        _ => 0,
+    }
 }

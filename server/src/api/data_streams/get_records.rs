@@ -3,12 +3,13 @@
 //! and the child shards are named.
 
 use serde::{Deserialize, Serialize};
-use timeshard_storage::{Position, ReadLimits, SequenceNumber, StreamInfo};
+use timeshard_storage::{Position, ReadLimits, StreamInfo};
 
 use super::common::{
-    Call, ChildShard, child_shards, encryption_type, in_range, missing, store_error,
+    Call, ChildShard, KinesisRecord, child_shards, encryption_type, in_range, kinesis_records,
+    millis_behind, missing, store_error,
 };
-use super::wire::{self, Blob, Timestamp};
+use super::wire;
 use crate::api::{ApiError, ErrorKind, HandlerResult};
 use crate::data::tokens::{ShardIterator, TOKEN_TTL_MS, TokenError};
 
@@ -23,23 +24,9 @@ struct Request {
 }
 
 #[derive(Debug, Serialize)]
-struct Record {
-    #[serde(rename = "SequenceNumber")]
-    sequence_number: String,
-    #[serde(rename = "ApproximateArrivalTimestamp")]
-    approximate_arrival_timestamp: Timestamp,
-    #[serde(rename = "Data")]
-    data: Blob,
-    #[serde(rename = "PartitionKey")]
-    partition_key: String,
-    #[serde(rename = "EncryptionType", skip_serializing_if = "Option::is_none")]
-    encryption_type: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
 struct Response {
     #[serde(rename = "Records")]
-    records: Vec<Record>,
+    records: Vec<KinesisRecord>,
     #[serde(rename = "NextShardIterator", skip_serializing_if = "Option::is_none")]
     next_shard_iterator: Option<String>,
     #[serde(rename = "MillisBehindLatest")]
@@ -112,26 +99,15 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         .store()
         .tail(it.shard)
         .map_err(|e| store_error(call, e))?;
-    let millis_behind_latest = match batch.records.last() {
-        Some(last) if batch.next_offset < batch.tail_offset => tail
-            .last_server_ts_ms
-            .saturating_sub(last.server_ts_ms)
-            .max(0),
-        _ => 0,
-    };
+    let millis_behind_latest = millis_behind(&batch, tail.last_server_ts_ms);
     let encryption = encryption_type(&info.meta);
-    let records = batch
-        .records
-        .into_iter()
-        .map(|r| Record {
-            sequence_number: SequenceNumber::of_record(it.shard, r.offset).to_string(),
-            approximate_arrival_timestamp: Timestamp(r.server_ts_ms),
-            partition_key: String::from_utf8_lossy(&r.key).into_owned(),
-            data: Blob(r.payload),
-            encryption_type: (encryption != "NONE").then(|| encryption.clone()),
-        })
-        .collect();
-    let at_end_of_closed = shard.closed_at.is_some_and(|end| batch.next_offset >= end);
+    let next_offset = batch.next_offset;
+    let records = kinesis_records(
+        it.shard,
+        batch,
+        (encryption != "NONE").then_some(encryption.as_str()),
+    );
+    let at_end_of_closed = shard.closed_at.is_some_and(|end| next_offset >= end);
     let (next_shard_iterator, child_shards) = if at_end_of_closed {
         let children = child_shards(&info, shard.index);
         (None, Some(children))
@@ -139,7 +115,7 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         let next = ShardIterator {
             stream_id: it.stream_id,
             shard: it.shard,
-            offset: batch.next_offset,
+            offset: next_offset,
             issued_ms: call.now_ms,
         };
         (Some(tokens.shard_iterator(&next)), None)

@@ -53,12 +53,12 @@ use tokio::time::{Instant, sleep_until};
 use tracing::debug;
 
 use super::common::{
-    Call, ChildShard, child_shards, encryption_type, missing, shard, starting_position,
-    store_error, usable_stream,
+    Call, ChildShard, KinesisRecord, child_shards, encryption_type, kinesis_records, millis_behind,
+    missing, shard, starting_position, store_error, usable_stream,
 };
 use super::consumers::{self, StoredConsumer};
 use super::eventstream::{self, Message};
-use super::wire::{self, Blob, Encoding, Timestamp};
+use super::wire::{self, Encoding, Timestamp};
 use crate::api::error::aws_json_11;
 use crate::api::{ApiError, ErrorKind, HandlerResult};
 use crate::http::BoxError;
@@ -99,25 +99,11 @@ struct Request {
     starting_position: Option<StartingPosition>,
 }
 
-#[derive(Debug, Serialize)]
-struct Record {
-    #[serde(rename = "SequenceNumber")]
-    sequence_number: String,
-    #[serde(rename = "ApproximateArrivalTimestamp")]
-    approximate_arrival_timestamp: Timestamp,
-    #[serde(rename = "Data")]
-    data: Blob,
-    #[serde(rename = "PartitionKey")]
-    partition_key: String,
-    #[serde(rename = "EncryptionType", skip_serializing_if = "Option::is_none")]
-    encryption_type: Option<String>,
-}
-
 /// The `SubscribeToShardEvent` payload.
 #[derive(Debug, Serialize)]
 struct Event {
     #[serde(rename = "Records")]
-    records: Vec<Record>,
+    records: Vec<KinesisRecord>,
     /// Absent only in the last event of a closed shard.
     #[serde(
         rename = "ContinuationSequenceNumber",
@@ -441,24 +427,10 @@ impl Subscription {
         children: Option<Vec<ChildShard>>,
         tail_ts_ms: i64,
     ) -> Event {
-        let millis_behind_latest = match batch.records.last() {
-            Some(last) if batch.next_offset < batch.tail_offset => {
-                tail_ts_ms.saturating_sub(last.server_ts_ms).max(0)
-            }
-            _ => 0,
-        };
-        let records = batch
-            .records
-            .into_iter()
-            .map(|r| Record {
-                sequence_number: SequenceNumber::of_record(self.shard, r.offset).to_string(),
-                approximate_arrival_timestamp: Timestamp(r.server_ts_ms),
-                data: Blob(r.payload),
-                partition_key: String::from_utf8_lossy(&r.key).into_owned(),
-                encryption_type: self.encryption.clone(),
-            })
-            .collect();
-        self.next = batch.next_offset;
+        let millis_behind_latest = millis_behind(&batch, tail_ts_ms);
+        let next_offset = batch.next_offset;
+        let records = kinesis_records(self.shard, batch, self.encryption.as_deref());
+        self.next = next_offset;
         Event {
             records,
             continuation_sequence_number: children.is_none().then(|| self.continuation()),
