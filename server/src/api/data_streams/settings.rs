@@ -249,6 +249,10 @@ struct LimitsResponse {
     on_demand_stream_count_limit: i64,
 }
 
+/// What DescribeLimits reports for a limit this server does not have: the largest value the
+/// model's 32-bit `Integer` fields hold (SDKs refuse anything larger).
+const NO_LIMIT: i64 = i32::MAX as i64;
+
 /// DescribeLimits: this server's own limits (a shard cap per stream protects it; there is no
 /// account-wide quota) and current counts.
 pub(crate) async fn describe_limits(call: &Call<'_>, body: &[u8]) -> HandlerResult {
@@ -271,10 +275,10 @@ pub(crate) async fn describe_limits(call: &Call<'_>, body: &[u8]) -> HandlerResu
     Ok(wire::response(
         call.enc,
         &LimitsResponse {
-            shard_limit: i64::from(u32::MAX),
+            shard_limit: NO_LIMIT,
             open_shard_count: open,
             on_demand_stream_count: on_demand,
-            on_demand_stream_count_limit: i64::from(u32::MAX),
+            on_demand_stream_count_limit: NO_LIMIT,
         },
     ))
 }
