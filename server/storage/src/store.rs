@@ -409,6 +409,14 @@ impl Store {
         self.inner.shared.catalog().stream_info(name)
     }
 
+    /// The stream with this id (ids are never reused, so a token naming a deleted stream finds
+    /// nothing, not its namesake). Clones only the stream found.
+    pub fn stream_by_id(&self, id: u64) -> Option<StreamInfo> {
+        let catalog = self.inner.shared.catalog();
+        let name = catalog.streams.values().find(|m| m.id == id)?.name.clone();
+        catalog.stream_info(&name)
+    }
+
     pub fn list_streams(&self) -> Vec<StreamMeta> {
         self.inner
             .shared

@@ -3,7 +3,7 @@
 //! and the child shards are named.
 
 use serde::{Deserialize, Serialize};
-use timeshard_storage::{Position, ReadLimits, StreamInfo};
+use timeshard_storage::{Position, ReadLimits};
 
 use super::common::{
     Call, ChildShard, KinesisRecord, child_shards, encryption_type, in_range, kinesis_records,
@@ -35,15 +35,6 @@ struct Response {
     child_shards: Option<Vec<ChildShard>>,
 }
 
-fn stream_of(call: &Call<'_>, stream_id: u64) -> Option<StreamInfo> {
-    let store = call.state.store();
-    store
-        .list_streams()
-        .into_iter()
-        .find(|m| m.id == stream_id)
-        .and_then(|m| store.stream(&m.name))
-}
-
 pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let req: Request = wire::decode(call.enc, body)?;
     let token = req.shard_iterator.ok_or_else(|| missing("shardIterator"))?;
@@ -56,9 +47,13 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         ),
         TokenError::Invalid => ApiError::invalid_argument("Invalid ShardIterator."),
     })?;
-    let info = stream_of(call, it.stream_id).ok_or_else(|| {
-        ApiError::not_found("The stream of this shard iterator no longer exists.")
-    })?;
+    let info = call
+        .state
+        .store()
+        .stream_by_id(it.stream_id)
+        .ok_or_else(|| {
+            ApiError::not_found("The stream of this shard iterator no longer exists.")
+        })?;
     let shard = info
         .shards
         .iter()

@@ -75,10 +75,8 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
             let name = call
                 .state
                 .store()
-                .list_streams()
-                .into_iter()
-                .find(|m| m.id == page.stream_id)
-                .map(|m| m.name)
+                .stream_by_id(page.stream_id)
+                .map(|info| info.meta.name)
                 .ok_or_else(|| {
                     ApiError::not_found("The stream of this NextToken no longer exists.")
                 })?;
