@@ -29,6 +29,10 @@ pub(crate) const TIME_BY_PRODUCER: TableDefinition<(u64, i64, u64), &[u8]> =
 /// `time_by_server`: (shard uid, server ts ms, offset) -> time entry.
 pub(crate) const TIME_BY_SERVER: TableDefinition<(u64, i64, u64), &[u8]> =
     TableDefinition::new("time_by_server");
+/// `stream_blobs`: (stream id, blob id) -> bytes. Small per-stream values that records refer to
+/// by id (a video ingest session's tracks), numbered 1, 2, ... per stream.
+pub(crate) const STREAM_BLOBS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("stream_blobs");
 
 pub(crate) const KEY_FORMAT_VERSION: &str = "format_version";
 pub(crate) const KEY_NEXT_STREAM_ID: &str = "next_stream_id";

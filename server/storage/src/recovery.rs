@@ -16,8 +16,8 @@ use std::sync::Arc;
 use redb::{Database, ReadableTable, WriteTransaction};
 
 use crate::catalog::{
-    KEY_FORMAT_VERSION, META, SEGMENTS, SHARDS, STREAMS, ShardMeta, StreamMeta, TIME_BY_OFFSET,
-    TIME_BY_PRODUCER, TIME_BY_SERVER,
+    KEY_FORMAT_VERSION, META, SEGMENTS, SHARDS, STREAM_BLOBS, STREAMS, ShardMeta, StreamMeta,
+    TIME_BY_OFFSET, TIME_BY_PRODUCER, TIME_BY_SERVER,
 };
 use crate::error::StoreError;
 use crate::format::{
@@ -62,6 +62,7 @@ pub(crate) fn open(dir: &Path, opts: &StoreOptions) -> Result<Opened, StoreError
     txn.open_table(TIME_BY_OFFSET)?;
     txn.open_table(TIME_BY_PRODUCER)?;
     txn.open_table(TIME_BY_SERVER)?;
+    txn.open_table(STREAM_BLOBS)?;
     let mut catalog = CatalogState::new();
     for row in txn.open_table(STREAMS)?.iter()? {
         let (_, v) = row?;

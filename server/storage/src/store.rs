@@ -14,8 +14,8 @@ use redb::{Database, ReadableDatabase};
 use tokio::sync::{oneshot, watch};
 
 use crate::catalog::{
-    ShardMeta, StreamKind, StreamMeta, StreamStatus, TIME_BY_OFFSET, TIME_BY_PRODUCER,
-    TIME_BY_SERVER,
+    STREAM_BLOBS, ShardMeta, StreamKind, StreamMeta, StreamStatus, TIME_BY_OFFSET,
+    TIME_BY_PRODUCER, TIME_BY_SERVER,
 };
 use crate::error::StoreError;
 use crate::format::RecordBody;
@@ -652,6 +652,51 @@ impl Store {
         self.call(|reply| Command::Secret { name, reply }).await
     }
 
+    // ---- stream blobs ----
+
+    /// Stores a small value for a stream durably and returns its id: 1, 2, ... per stream.
+    /// Records refer to blobs by id (a video fragment to its ingest session's tracks), so a
+    /// value shared by many records is stored once. Deleting the stream deletes its blobs.
+    pub async fn put_blob(&self, stream_id: u64, data: Bytes) -> Result<u64, StoreError> {
+        self.call(|reply| Command::PutBlob {
+            stream_id,
+            data,
+            reply,
+        })
+        .await
+    }
+
+    /// A stream blob by id. Blocking (one catalog read).
+    pub fn blob_blocking(&self, stream_id: u64, id: u64) -> Result<Option<Bytes>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(STREAM_BLOBS)?;
+        Ok(table
+            .get((stream_id, id))?
+            .map(|v| Bytes::copy_from_slice(v.value())))
+    }
+
+    /// The stream's newest blob, if any. Blocking.
+    pub fn latest_blob_blocking(&self, stream_id: u64) -> Result<Option<(u64, Bytes)>, StoreError> {
+        let txn = self.db()?.begin_read()?;
+        let table = txn.open_table(STREAM_BLOBS)?;
+        let newest = table
+            .range((stream_id, 0)..=(stream_id, u64::MAX))?
+            .next_back()
+            .transpose()?;
+        Ok(newest.map(|(k, v)| (k.value().1, Bytes::copy_from_slice(v.value()))))
+    }
+
+    /// Removes the stream's blobs with ids below `below` (no record refers to them any more);
+    /// returns how many went.
+    pub async fn prune_blobs(&self, stream_id: u64, below: u64) -> Result<u64, StoreError> {
+        self.call(|reply| Command::PruneBlobs {
+            stream_id,
+            below,
+            reply,
+        })
+        .await
+    }
+
     // ---- retention ----
 
     /// Removes whole segments past their stream's retention or over its byte budget, with their
@@ -725,15 +770,18 @@ impl OpenRecord {
     }
 
     /// Writes the record durably and makes it an ordinary record at its offset.
-    pub async fn commit(mut self) -> Result<Appended, StoreError> {
+    pub async fn commit(self) -> Result<Appended, StoreError> {
+        let key = self.view.key.clone();
+        self.commit_with_key(key).await
+    }
+
+    /// Like [`OpenRecord::commit`], with the record's key replaced: a record whose summary is
+    /// known only at its end (a fragment's duration) keeps it in the key, where the time index
+    /// has it without reading the record. Followers saw the key given at `begin_record`.
+    pub async fn commit_with_key(mut self, key: Bytes) -> Result<Appended, StoreError> {
         self.done = true;
         let (shard, view) = (self.shard, self.view.clone());
-        let record = (
-            view.key.clone(),
-            view.all_chunks(),
-            view.producer_ts_ms,
-            view.flags,
-        );
+        let record = (key, view.all_chunks(), view.producer_ts_ms, view.flags);
         let body = checksum(vec![record]).await?.swap_remove(0).body;
         self.store
             .call(|reply| Command::Commit {

@@ -19,8 +19,8 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::catalog::{
-    KEY_NEXT_SHARD_UID, KEY_NEXT_STREAM_ID, META, SEGMENTS, SHARDS, STREAMS, ShardMeta, StreamMeta,
-    TIME_BY_OFFSET, TIME_BY_PRODUCER, TIME_BY_SERVER, read_u64,
+    KEY_NEXT_SHARD_UID, KEY_NEXT_STREAM_ID, META, SEGMENTS, SHARDS, STREAM_BLOBS, STREAMS,
+    ShardMeta, StreamMeta, TIME_BY_OFFSET, TIME_BY_PRODUCER, TIME_BY_SERVER, read_u64,
 };
 use crate::error::StoreError;
 use crate::format::{
@@ -105,6 +105,16 @@ pub(crate) enum Command {
     Secret {
         name: String,
         reply: Reply<[u8; 32]>,
+    },
+    PutBlob {
+        stream_id: u64,
+        data: Bytes,
+        reply: Reply<u64>,
+    },
+    PruneBlobs {
+        stream_id: u64,
+        below: u64,
+        reply: Reply<u64>,
     },
     Shutdown,
 }
@@ -443,6 +453,20 @@ impl Writer {
                 }
                 Command::Secret { name, reply } => {
                     let _ = reply.send(self.secret(&name));
+                }
+                Command::PutBlob {
+                    stream_id,
+                    data,
+                    reply,
+                } => {
+                    let _ = reply.send(self.put_blob(stream_id, &data));
+                }
+                Command::PruneBlobs {
+                    stream_id,
+                    below,
+                    reply,
+                } => {
+                    let _ = reply.send(self.prune_blobs(stream_id, below));
                 }
                 Command::Retention { reply } => {
                     self.flush(&mut group);
@@ -1266,6 +1290,9 @@ impl Writer {
                 by_producer.retain_in((u, i64::MIN, 0)..=(u, i64::MAX, u64::MAX), |_, _| false)?;
                 by_server.retain_in((u, i64::MIN, 0)..=(u, i64::MAX, u64::MAX), |_, _| false)?;
             }
+            let id = info.meta.id;
+            txn.open_table(STREAM_BLOBS)?
+                .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
         }
         txn.commit()?;
         self.committed_durably();
@@ -1330,6 +1357,51 @@ impl Writer {
         txn.commit()?;
         self.committed_durably();
         Ok(secret)
+    }
+
+    /// Stores a stream blob durably under the stream's next blob id.
+    fn put_blob(&mut self, stream_id: u64, data: &[u8]) -> Result<u64, StoreError> {
+        if !self
+            .shared
+            .catalog()
+            .streams
+            .values()
+            .any(|m| m.id == stream_id)
+        {
+            return Err(StoreError::StreamNotFound(format!("id {stream_id}")));
+        }
+        let txn = self.durable_txn()?;
+        let id = {
+            let mut blobs = txn.open_table(STREAM_BLOBS)?;
+            let last = blobs
+                .range((stream_id, 0)..=(stream_id, u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, _)| k.value().1);
+            let id = last + 1;
+            blobs.insert((stream_id, id), data)?;
+            id
+        };
+        txn.commit()?;
+        self.committed_durably();
+        Ok(id)
+    }
+
+    /// Removes a stream's blobs with ids below `below`; returns how many.
+    fn prune_blobs(&mut self, stream_id: u64, below: u64) -> Result<u64, StoreError> {
+        if below <= 1 {
+            return Ok(0);
+        }
+        let txn = self.durable_txn()?;
+        let mut removed = 0;
+        txn.open_table(STREAM_BLOBS)?
+            .retain_in((stream_id, 0)..(stream_id, below), |_, _| {
+                removed += 1;
+                false
+            })?;
+        txn.commit()?;
+        self.committed_durably();
+        Ok(removed)
     }
 
     fn retention(&mut self) -> Result<RetentionReport, StoreError> {

@@ -371,3 +371,93 @@ async fn secrets_are_random_named_and_survive_reopen() {
     let store = open(dir.path(), small_segments(&clock, None));
     assert_eq!(store.secret("iterators").await.unwrap(), a);
 }
+
+#[tokio::test]
+async fn stream_blobs_are_numbered_per_stream_pruned_and_deleted_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let store = open(dir.path(), small_segments(&clock, None));
+    let a = create(&store, "a", 1).await.meta.id;
+    let b = create(&store, "b", 1).await.meta.id;
+    assert_eq!(store.latest_blob_blocking(a).unwrap(), None);
+    assert_eq!(
+        store.put_blob(a, Bytes::from_static(b"one")).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.put_blob(a, Bytes::from_static(b"two")).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.put_blob(b, Bytes::from_static(b"b1")).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.latest_blob_blocking(a).unwrap(),
+        Some((2, Bytes::from_static(b"two")))
+    );
+    assert!(store.put_blob(9999, Bytes::new()).await.is_err());
+
+    // Durable: they survive a reopen.
+    store.close();
+    drop(store);
+    let store = open(dir.path(), small_segments(&clock, None));
+    assert_eq!(
+        store.blob_blocking(a, 1).unwrap(),
+        Some(Bytes::from_static(b"one"))
+    );
+    assert_eq!(store.prune_blobs(a, 2).await.unwrap(), 1);
+    assert_eq!(store.blob_blocking(a, 1).unwrap(), None);
+    assert_eq!(
+        store.blob_blocking(a, 2).unwrap(),
+        Some(Bytes::from_static(b"two"))
+    );
+    // Ids keep growing after pruning.
+    assert_eq!(
+        store.put_blob(a, Bytes::from_static(b"3")).await.unwrap(),
+        3
+    );
+
+    store.delete_stream("a").await.unwrap();
+    assert_eq!(store.blob_blocking(a, 2).unwrap(), None);
+    assert_eq!(store.latest_blob_blocking(a).unwrap(), None);
+    assert_eq!(
+        store.blob_blocking(b, 1).unwrap(),
+        Some(Bytes::from_static(b"b1")),
+        "another stream's blobs stay"
+    );
+}
+
+#[tokio::test]
+async fn an_open_record_can_be_committed_under_a_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(5_000));
+    let store = open(dir.path(), small_segments(&clock, None));
+    let shard = create(&store, "v", 1).await.shards[0].uid;
+    let open_rec = store
+        .begin_record(shard, Some(1_234), Bytes::from_static(b"draft"), 0)
+        .await
+        .unwrap();
+    assert_eq!(open_rec.view().key, Bytes::from_static(b"draft"));
+    open_rec.push(Bytes::from_static(b"body")).unwrap();
+    let appended = open_rec
+        .commit_with_key(Bytes::from_static(b"final summary"))
+        .await
+        .unwrap();
+    let read = store
+        .read(
+            shard,
+            Position::At(appended.first_offset),
+            ReadLimits::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(read.records[0].key, Bytes::from_static(b"final summary"));
+    assert_eq!(read.records[0].payload, Bytes::from_static(b"body"));
+    let indexed = store
+        .time_range(shard, TimeKind::Producer, 0, 10_000, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(indexed.len(), 1);
+    assert_eq!(indexed[0].key, Bytes::from_static(b"final summary"));
+}
