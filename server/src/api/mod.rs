@@ -274,7 +274,11 @@ async fn read_capped(body: Body, headers: &HeaderMap, max: u64) -> Result<Bytes,
     }
     // Read frame by frame rather than through `Limited`, whose boxed error type trips the
     // compiler's `Send` inference for the service future.
+    // A body that arrives in one frame is returned as it is; a longer one is gathered into a
+    // buffer sized from `Content-Length` up front (at most 16 MiB ahead of the data), so it is
+    // not regrown and recopied along the way.
     let mut body = body;
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
@@ -283,14 +287,24 @@ async fn read_capped(body: Body, headers: &HeaderMap, max: u64) -> Result<Bytes,
                 format!("Could not read the request body: {e}"),
             )
         })?;
-        if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > max {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if (first.as_ref().map_or(0, Bytes::len) + buf.len() + data.len()) as u64 > max {
+            return Err(too_large());
         }
+        if first.is_none() && buf.is_empty() {
+            first = Some(data);
+            continue;
+        }
+        if let Some(first) = first.take() {
+            let expected = declared.unwrap_or(0).min(16 << 20) as usize;
+            buf.reserve(expected.max(first.len() + data.len()));
+            buf.extend_from_slice(&first);
+        }
+        buf.extend_from_slice(&data);
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// A JSON response with the given status, in `protocol`'s content type. For the JSON protocols
