@@ -21,7 +21,8 @@
 //!
 //! Map: [`config`] (options, validation) -> [`http`] (listener, connections, shutdown) ->
 //! [`api`] (routing, SigV4, error tables, one module per API family) -> [`state`] (the store and
-//! shared state handlers see). [`metrics`] holds the HTTP counters behind `/metrics`.
+//! shared state handlers see). [`data`] and [`video`] hold each product's behaviour free of HTTP.
+//! [`metrics`] holds the HTTP counters behind `/metrics`.
 
 pub mod api;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod data;
 pub mod http;
 pub mod metrics;
 pub mod state;
+pub mod video;
 
 pub use crate::config::Config;
 pub use crate::http::{Body, RunningServer, StartError, start, start_with_clock};

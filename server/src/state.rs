@@ -21,6 +21,7 @@ use crate::data::limits::ShardQuotas;
 use crate::data::names::Account;
 use crate::data::tokens::Tokens;
 use crate::metrics::HttpMetrics;
+use crate::video::limits::ControlPlaneQuotas;
 
 /// Opens the data directory. Blocking: call it from `spawn_blocking` or before serving.
 pub(crate) fn open_store(
@@ -50,6 +51,8 @@ pub struct AppState {
     shutdown: watch::Receiver<bool>,
     /// The AWS per-shard quotas, in `--limits aws` mode only.
     shard_quotas: Option<ShardQuotas>,
+    /// The AWS video control-plane call rates, in `--limits aws` mode only.
+    video_quotas: Option<ControlPlaneQuotas>,
 }
 
 impl fmt::Debug for AppState {
@@ -82,8 +85,10 @@ impl AppState {
             tokens: Tokens::new(token_key),
         };
         let shard_quotas = (config.limits == LimitsMode::Aws).then(ShardQuotas::default);
+        let video_quotas = (config.limits == LimitsMode::Aws).then(ControlPlaneQuotas::default);
         AppState {
             shard_quotas,
+            video_quotas,
             shutdown,
             kinesis,
             config,
@@ -130,6 +135,12 @@ impl AppState {
     /// The AWS per-shard quotas, when `--limits aws` asks for them.
     pub fn shard_quotas(&self) -> Option<&ShardQuotas> {
         self.shard_quotas.as_ref()
+    }
+
+    /// The AWS Kinesis Video Streams control-plane call rates, when `--limits aws` asks for
+    /// them.
+    pub fn video_quotas(&self) -> Option<&ControlPlaneQuotas> {
+        self.video_quotas.as_ref()
     }
 
     /// Kinesis Data Streams naming and tokens.

@@ -101,7 +101,8 @@ async fn authentication_routing_health_and_metrics() {
     );
     assert_eq!(json(&r)["Message"], "Missing Authentication Token");
 
-    // Video, signed: 404 UnknownOperationException until describeStream exists.
+    // Video, signed: a missing stream is 404 ResourceNotFoundException (the C producer reads
+    // only the status).
     let r = send(
         addr,
         signed(
@@ -115,8 +116,8 @@ async fn authentication_routing_health_and_metrics() {
     )
     .await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    assert_eq!(r.headers()["x-amzn-errortype"], "UnknownOperationException");
-    assert_error_type(&r, "UnknownOperationException");
+    assert_eq!(r.headers()["x-amzn-errortype"], "ResourceNotFoundException");
+    assert_error_type(&r, "ResourceNotFoundException");
 
     // Outside the API families.
     let r = send(addr, get(addr, "/no/such/path")).await;

@@ -1,4 +1,5 @@
-//! Stream status transitions: CREATING -> ACTIVE, UPDATING -> ACTIVE, DELETING -> gone.
+//! Stream status transitions: CREATING -> ACTIVE, UPDATING -> ACTIVE, DELETING -> gone, for data
+//! and video streams alike (both work on catalog names; a video stream's is `video/<name>`).
 //!
 //! By default every change completes at once. With a status delay (`--stream-status-delay`),
 //! the stream shows the intermediate status for that long, so clients can exercise their
@@ -6,7 +7,7 @@
 
 use std::time::Duration;
 
-use timeshard_storage::{Store, StoreError, StreamKind, StreamStatus};
+use timeshard_storage::{Store, StoreError, StreamStatus};
 
 /// Where a stream in an intermediate status ends up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +39,9 @@ fn activate(meta: &mut timeshard_storage::StreamMeta) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// Completes the data-stream transitions a previous run left pending.
+/// Completes the transitions a previous run left pending, on streams of every kind.
 pub async fn complete_pending(store: &Store) -> Result<(), StoreError> {
-    for meta in store
-        .list_streams()
-        .into_iter()
-        .filter(|m| m.kind == StreamKind::Data)
-    {
+    for meta in store.list_streams() {
         match meta.status {
             StreamStatus::Creating | StreamStatus::Updating => {
                 store

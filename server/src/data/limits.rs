@@ -13,15 +13,17 @@ const WRITE_RECORDS_PER_S: f64 = 1_000.0;
 const READ_BYTES_PER_S: f64 = 2_097_152.0;
 const READ_CALLS_PER_S: f64 = 5.0;
 
+/// A token bucket holding at most one second's worth (`per_s` tokens), refilled continuously.
+/// Also used by the video control-plane rates (`video::limits`).
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last_ms: i64,
-    per_s: f64,
+pub(crate) struct Bucket {
+    pub(crate) tokens: f64,
+    pub(crate) last_ms: i64,
+    pub(crate) per_s: f64,
 }
 
 impl Bucket {
-    fn full(per_s: f64, now_ms: i64) -> Self {
+    pub(crate) fn full(per_s: f64, now_ms: i64) -> Self {
         Bucket {
             tokens: per_s,
             last_ms: now_ms,
@@ -29,10 +31,20 @@ impl Bucket {
         }
     }
 
-    fn refill(&mut self, now_ms: i64) {
+    pub(crate) fn refill(&mut self, now_ms: i64) {
         let elapsed_s = (now_ms - self.last_ms).max(0) as f64 / 1000.0;
         self.tokens = (self.tokens + elapsed_s * self.per_s).min(self.per_s);
         self.last_ms = now_ms.max(self.last_ms);
+    }
+
+    /// Refills, then takes one token if there is one.
+    pub(crate) fn try_take(&mut self, now_ms: i64) -> bool {
+        self.refill(now_ms);
+        let fits = self.tokens >= 1.0;
+        if fits {
+            self.tokens -= 1.0;
+        }
+        fits
     }
 }
 

@@ -13,7 +13,7 @@
 //! JSON 1.1 table in [`crate::api::error::aws_json_11`]. Domain logic (hashing, names, tokens)
 //! lives in [`crate::data`]; [`common`] holds what the handlers share.
 
-mod common;
+pub(crate) mod common;
 mod consumers;
 mod create_stream;
 mod delete_stream;

@@ -8,6 +8,17 @@
 //! do not route); a real KVS action not implemented here yet answers the same, with a message
 //! saying so. 404 matters for the C producer, which reads only the status.
 //!
+//! The control plane (`kinesisvideo`): [`create_stream`], [`describe_stream`], [`list_streams`],
+//! [`update_stream`], [`delete_stream`], [`retention`] (UpdateDataRetention), [`data_endpoint`]
+//! (GetDataEndpoint) and [`tags`] (both tagging APIs). They share [`common`]: the call context,
+//! body decoding (every malformed body is an `InvalidArgumentException`), the model's
+//! constraints and the `StreamInfo` shape. What a video stream *is* (catalog naming, ARNs,
+//! lookup by name or ARN) lives in [`crate::video`].
+//!
+//! In `--limits aws` mode the control-plane call rates of [`crate::video::limits`] apply: the
+//! per-account rate here, before the handler runs; the per-stream rate once the handler has found
+//! its stream ([`common::Call::stream`]).
+//!
 //! Errors use the rest-json table in [`crate::api::error::rest_json`].
 
 use http::Request;
@@ -16,6 +27,18 @@ use http::request::Parts;
 use crate::api::{ApiError, ErrorKind, HandlerResult, RequestContext};
 use crate::http::Body;
 use crate::state::AppState;
+
+use self::common::Call;
+
+mod common;
+mod create_stream;
+mod data_endpoint;
+mod delete_stream;
+mod describe_stream;
+mod list_streams;
+mod retention;
+mod tags;
+mod update_stream;
 
 macro_rules! actions {
     ($($action:literal),* $(,)?) => {
@@ -61,8 +84,12 @@ pub fn route_label(action: &str) -> &'static str {
         .map_or("video:unknown", |(_, label)| label)
 }
 
-fn is_video_action(action: &str) -> bool {
-    ACTIONS.iter().any(|(name, _)| *name == action)
+/// The action path as the `'static` name in [`ACTIONS`], if it is a KVS action.
+fn known_action(action: &str) -> Option<&'static str> {
+    ACTIONS
+        .iter()
+        .find(|(name, _)| *name == action)
+        .map(|(name, _)| *name)
 }
 
 fn not_implemented(action: &str) -> ApiError {
@@ -81,17 +108,36 @@ fn unknown(action: &str) -> ApiError {
 
 /// Runs one authenticated video request whose (JSON) body has been read.
 pub(crate) async fn dispatch(
-    _state: &AppState,
+    state: &AppState,
     _ctx: &RequestContext,
     action: &str,
     _parts: &Parts,
-    _body: &[u8],
+    body: &[u8],
 ) -> HandlerResult {
+    let Some(action) = known_action(action) else {
+        return Err(unknown(action));
+    };
+    let call = Call {
+        state,
+        action,
+        now_ms: state.now_ms(),
+    };
+    call.throttle_account()?;
     match action {
-        // Implemented actions go here, one arm each, e.g.
-        // "createStream" => create_stream::handle(state, ctx, parts, body).await,
-        action if is_video_action(action) => Err(not_implemented(action)),
-        action => Err(unknown(action)),
+        "createStream" => create_stream::handle(&call, body).await,
+        "describeStream" => describe_stream::handle(&call, body).await,
+        "listStreams" => list_streams::handle(&call, body).await,
+        "updateStream" => update_stream::handle(&call, body).await,
+        "deleteStream" => delete_stream::handle(&call, body).await,
+        "updateDataRetention" => retention::handle(&call, body).await,
+        "getDataEndpoint" => data_endpoint::handle(&call, body).await,
+        "tagStream" => tags::tag_stream(&call, body).await,
+        "untagStream" => tags::untag_stream(&call, body).await,
+        "listTagsForStream" => tags::list_tags_for_stream(&call, body).await,
+        "TagResource" => tags::tag_resource(&call, body).await,
+        "UntagResource" => tags::untag_resource(&call, body).await,
+        "ListTagsForResource" => tags::list_tags_for_resource(&call, body).await,
+        action => Err(not_implemented(action)),
     }
 }
 
