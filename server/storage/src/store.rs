@@ -482,6 +482,7 @@ impl Store {
             store: self.clone(),
             shard,
             view,
+            payload_crc: std::sync::Mutex::new(0),
             done: false,
         })
     }
@@ -745,6 +746,8 @@ pub struct OpenRecord {
     store: Store,
     shard: ShardUid,
     view: Arc<OpenRecordView>,
+    /// CRC32C of the payload pushed so far.
+    payload_crc: std::sync::Mutex<u32>,
     done: bool,
 }
 
@@ -765,32 +768,64 @@ impl OpenRecord {
         if len > max {
             return Err(StoreError::RecordTooLarge { len, max });
         }
+        // The payload's CRC grows with it, so committing needs no pass over the whole record.
+        {
+            let mut crc = self.payload_crc.lock().unwrap_or_else(|e| e.into_inner());
+            *crc = crc32c::crc32c_append(*crc, &chunk);
+        }
         self.view.push(chunk);
         Ok(())
     }
 
     /// Writes the record durably and makes it an ordinary record at its offset.
-    pub async fn commit(self) -> Result<Appended, StoreError> {
+    pub fn commit(self) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
         let key = self.view.key.clone();
-        self.commit_with_key(key).await
+        self.commit_with_key(key)
     }
 
     /// Like [`OpenRecord::commit`], with the record's key replaced: a record whose summary is
     /// known only at its end (a fragment's duration) keeps it in the key, where the time index
     /// has it without reading the record. Followers saw the key given at `begin_record`.
-    pub async fn commit_with_key(mut self, key: Bytes) -> Result<Appended, StoreError> {
+    ///
+    /// The commit is queued to the writer before this returns, so a `begin_record` made after
+    /// it (the next fragment) is ordered after it, even while the returned future (durability)
+    /// is still pending, for example in a task of its own.
+    pub fn commit_with_key(
+        mut self,
+        key: Bytes,
+    ) -> impl Future<Output = Result<Appended, StoreError>> + Send + 'static {
         self.done = true;
         let (shard, view) = (self.shard, self.view.clone());
-        let record = (key, view.all_chunks(), view.producer_ts_ms, view.flags);
-        let body = checksum(vec![record]).await?.swap_remove(0).body;
-        self.store
-            .call(|reply| Command::Commit {
-                shard,
-                view,
-                body,
-                reply,
-            })
-            .await
+        let payload = view.all_chunks();
+        let payload_len: usize = payload.iter().map(Bytes::len).sum();
+        let payload_crc = *self.payload_crc.lock().unwrap_or_else(|e| e.into_inner());
+        let body = RecordBody {
+            len: key.len() + payload_len,
+            crc: crc32c::crc32c_combine(crc32c::crc32c(&key), payload_crc, payload_len),
+            key,
+            payload,
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let command = Command::Commit {
+            shard,
+            view,
+            body,
+            reply,
+        };
+        let tx = self.store.inner.tx.clone();
+        let queued = match tx.try_send(command) {
+            Ok(()) => Ok(()),
+            // The writer is a full queue (1024 commands) behind: wait for a slot here, on this
+            // thread, to keep the order; the writer thread drains it independently.
+            Err(flume::TrySendError::Full(command)) => {
+                tx.send(command).map_err(|_| StoreError::Closed)
+            }
+            Err(flume::TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+        };
+        async move {
+            queued?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     pub fn abort(mut self) {
