@@ -133,6 +133,7 @@ echo "== server $bin listening on 127.0.0.1:$port (pid $server_pid)" >&2
 
 status=0
 env -u AWS_PROFILE -u AWS_SESSION_TOKEN -u AWS_ENDPOINT_URL -u AWS_ENDPOINT_URL_KINESIS \
+    -u AWS_ENDPOINT_URL_KINESIS_VIDEO \
     AWS_ACCESS_KEY_ID="$akid" AWS_SECRET_ACCESS_KEY="$secret" AWS_DEFAULT_REGION="$region" \
     AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null \
     AWS_EC2_METADATA_DISABLED=true \

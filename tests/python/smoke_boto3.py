@@ -1,10 +1,11 @@
-"""boto3 smoke test for timeshard's Kinesis Data Streams API.
+"""boto3 smoke test for timeshard's Kinesis Data Streams and Kinesis Video Streams APIs.
 
 Drives a running server the way a Python application would: create a stream, wait for it with
 boto3's own `stream_exists` waiter, put records (PutRecords and PutRecord), read every shard
 back with GetShardIterator + GetRecords, list the shards, delete the stream and wait until it is
-gone. Every response is checked against AWS's documented behaviour; the first mismatch stops the
-run with a message and exit status 1.
+gone. Then the video control plane (`kinesisvideo`): create a video stream, describe it, ask for
+its data endpoint, list it, delete it. Every response is checked against AWS's documented
+behaviour; the first mismatch stops the run with a message and exit status 1.
 
 Usage: smoke_boto3.py ENDPOINT_URL
 Credentials and region come from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -20,6 +21,7 @@ import boto3
 from botocore.config import Config
 
 STREAM = "boto3-smoke"
+VIDEO_STREAM = "boto3-smoke-video"
 SHARDS = 3
 MAX_HASH_KEY = 2**128 - 1
 
@@ -170,7 +172,48 @@ def main():
     check(gone, "DescribeStreamSummary after DeleteStream is not ResourceNotFoundException")
     check(STREAM not in client.list_streams()["StreamNames"], "ListStreams still lists the deleted stream")
 
+    video_control_plane(endpoint_url)
+
     print(f"boto3 smoke: {checks} checks passed against {endpoint_url}")
+
+
+def video_control_plane(endpoint_url):
+    """CreateStream, DescribeStream, GetDataEndpoint, ListStreams, DeleteStream (rest-json)."""
+    kvs = boto3.client(
+        "kinesisvideo",
+        endpoint_url=endpoint_url,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=30,
+            retries={"mode": "standard", "max_attempts": 3},
+        ),
+    )
+    arn = kvs.create_stream(
+        StreamName=VIDEO_STREAM, MediaType="video/h264", DataRetentionInHours=2
+    )["StreamARN"]
+    check(
+        arn.startswith("arn:aws:kinesisvideo:") and f":stream/{VIDEO_STREAM}/" in arn,
+        f"video StreamARN {arn}",
+    )
+    info = kvs.describe_stream(StreamName=VIDEO_STREAM)["StreamInfo"]
+    check(info["StreamARN"] == arn, f"DescribeStream StreamARN {info['StreamARN']}")
+    check(info["Status"] == "ACTIVE", f"video Status {info['Status']}")
+    check(info["MediaType"] == "video/h264", f"MediaType {info.get('MediaType')}")
+    check(info["DataRetentionInHours"] == 2, f"DataRetentionInHours {info['DataRetentionInHours']}")
+    check(isinstance(info["CreationTime"], datetime.datetime), f"CreationTime {info['CreationTime']!r}")
+    endpoint = kvs.get_data_endpoint(StreamARN=arn, APIName="PUT_MEDIA")["DataEndpoint"]
+    check(endpoint == endpoint_url.rstrip("/"), f"DataEndpoint {endpoint}")
+    listed = kvs.list_streams(
+        StreamNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "boto3-"}
+    )["StreamInfoList"]
+    check([s["StreamName"] for s in listed] == [VIDEO_STREAM], f"video ListStreams {listed}")
+    kvs.delete_stream(StreamARN=arn, CurrentVersion=info["Version"])
+    try:
+        kvs.describe_stream(StreamName=VIDEO_STREAM)
+        status = None
+    except kvs.exceptions.ResourceNotFoundException as e:
+        status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+    check(status == 404, f"DescribeStream after DeleteStream: status {status}, not 404")
 
 
 if __name__ == "__main__":
