@@ -124,15 +124,19 @@ async fn add(
             let mut merged = meta.tags.clone();
             merged.extend(tags);
             if merged.len() > MAX_TAGS {
-                // The only InvalidArgument this update can fail with; see below.
-                return Err(StoreError::InvalidArgument(merged.len().to_string()));
+                // The only InvalidArgument this update fails with: the tag limit (see below).
+                return Err(StoreError::InvalidArgument(
+                    too_many_tags(merged.len()).message,
+                ));
             }
             meta.tags = merged;
             Ok(())
         })
         .await
         .map_err(|e| match e {
-            StoreError::InvalidArgument(count) => too_many_tags(count.parse().unwrap_or(0)),
+            StoreError::InvalidArgument(message) => {
+                ApiError::new(ErrorKind::TagsLimitExceeded, message)
+            }
             e => store_error(e),
         })?;
     Ok(ok(&Empty {}))
