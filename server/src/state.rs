@@ -53,6 +53,8 @@ pub struct AppState {
     shard_quotas: Option<ShardQuotas>,
     /// The AWS video control-plane call rates, in `--limits aws` mode only.
     video_quotas: Option<ControlPlaneQuotas>,
+    /// PutMedia uploads in progress, one per stream.
+    uploads: Arc<crate::video::ingest::Uploads>,
 }
 
 impl fmt::Debug for AppState {
@@ -89,6 +91,7 @@ impl AppState {
         AppState {
             shard_quotas,
             video_quotas,
+            uploads: Arc::default(),
             shutdown,
             kinesis,
             config,
@@ -141,6 +144,11 @@ impl AppState {
     /// them.
     pub fn video_quotas(&self) -> Option<&ControlPlaneQuotas> {
         self.video_quotas.as_ref()
+    }
+
+    /// PutMedia uploads in progress (a new upload to a stream replaces the one before).
+    pub fn uploads(&self) -> &Arc<crate::video::ingest::Uploads> {
+        &self.uploads
     }
 
     /// Kinesis Data Streams naming and tokens.

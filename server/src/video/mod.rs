@@ -13,7 +13,10 @@
 //!   `StreamName` or `StreamARN`.
 //! - [`limits`]: the AWS control-plane call rates, enforced in `--limits aws` mode only.
 
+pub mod fragment;
+pub mod ingest;
 pub mod limits;
+pub mod media;
 pub mod stream;
 
 pub use self::stream::{VideoStream, catalog_name};

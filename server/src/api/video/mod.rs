@@ -30,12 +30,15 @@ use crate::state::AppState;
 
 use self::common::Call;
 
+mod archive;
 mod common;
 mod create_stream;
 mod data_endpoint;
 mod delete_stream;
 mod describe_stream;
+mod get_media;
 mod list_streams;
+mod put_media;
 mod retention;
 mod tags;
 mod update_stream;
@@ -137,6 +140,9 @@ pub(crate) async fn dispatch(
         "TagResource" => tags::tag_resource(&call, body).await,
         "UntagResource" => tags::untag_resource(&call, body).await,
         "ListTagsForResource" => tags::list_tags_for_resource(&call, body).await,
+        "getMedia" => get_media::handle(&call, body).await,
+        "listFragments" => archive::list_fragments(&call, body).await,
+        "getMediaForFragmentList" => archive::get_media_for_fragment_list(&call, body).await,
         action => Err(not_implemented(action)),
     }
 }
@@ -144,11 +150,11 @@ pub(crate) async fn dispatch(
 /// PutMedia: an authenticated request whose body is still streaming in. The handler will
 /// answer 200 at once and stream acks while it reads the body (full duplex).
 pub(crate) async fn put_media(
-    _state: &AppState,
-    _ctx: &RequestContext,
-    _req: Request<Body>,
+    state: &AppState,
+    ctx: &RequestContext,
+    req: Request<Body>,
 ) -> HandlerResult {
-    Err(not_implemented("putMedia"))
+    put_media::handle(state, ctx, req).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,1118 @@
+//! PutMedia ingest: MKV in, fragments stored, acks out.
+//!
+//! [`Ingest`] is the whole upload's state machine, free of HTTP: it is fed body bytes
+//! ([`Ingest::push`]), told when the body ends ([`Ingest::finish`]), and reports through an
+//! [`AckSink`]. The HTTP side (`api/video/put_media.rs`) runs [`run`], which feeds it from the
+//! request body while the response streams the acks back (full duplex).
+//!
+//! How an upload becomes fragments (`shared/reference/aws-protocol.md` A.3, A.4):
+//! - Each MKV cluster is one fragment, stored as one record ([`super::fragment`]). The record is
+//!   opened at the cluster's first frame and every frame is pushed to it as it is parsed, so live
+//!   GetMedia readers get frames while the fragment is still arriving. It is committed at the
+//!   cluster's end; PERSISTED is acked once the commit is durable (after fdatasync).
+//! - The segment's Info and Tracks are stored once per session as a stream blob, and reused when
+//!   a later session sends identical ones (a reconnecting producer).
+//! - Producer timestamps: ABSOLUTE timecodes are epoch time in timecode-scale units; RELATIVE
+//!   ones are offsets from `x-amzn-producer-start-timestamp`, or from the time the request
+//!   arrived when the header is missing. With no `x-amzn-fragment-timecode-type` at all (ffmpeg
+//!   sends none), timecodes are taken as RELATIVE to the request's arrival, so an ffmpeg upload
+//!   gets real wall-clock timestamps.
+//! - A fragment-level error (timecode going back, no key frame first, an undeclared track, too
+//!   big, too long) gets an ERROR ack; that fragment is dropped and the upload goes on with the
+//!   next cluster. A stream-level error (malformed MKV, too many tracks, a failed write) gets an
+//!   ERROR ack and ends the upload: the parser cannot find its footing again.
+//! - A fragment resent after a lost ack (same producer timestamp, same content as a stored
+//!   fragment) is not stored twice: it is acked PERSISTED with the original fragment number. Such
+//!   a candidate is held in memory until its end instead of being streamed to live readers.
+//! - Retention 0 (live only): fragments go to live readers and are then dropped; nothing is
+//!   written and no PERSISTED ack is sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use timeshard_parser::mkv::{
+    self, MkvError, MkvErrorKind, MkvEvent, MkvReader, SegmentInfo, Track,
+};
+use timeshard_storage::{
+    Appended, OpenRecord, Position, ReadLimits, SequenceNumber, ShardUid, Store, StoreError,
+    TimeKind,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::fragment::{
+    FragmentKey, FrameEntry, Session, StoredTag, TagData, Trailer, fragment_number,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Acks
+// ---------------------------------------------------------------------------------------------
+
+/// The `EventType` of an ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckEvent {
+    Buffering,
+    Received,
+    Persisted,
+    Error,
+    Idle,
+}
+
+impl AckEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AckEvent::Buffering => "BUFFERING",
+            AckEvent::Received => "RECEIVED",
+            AckEvent::Persisted => "PERSISTED",
+            AckEvent::Error => "ERROR",
+            AckEvent::Idle => "IDLE",
+        }
+    }
+}
+
+/// The PutMedia error ids (`shared/reference/aws-protocol.md` A.4) this server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckError {
+    StreamReadError,
+    FragmentTooLarge,
+    FragmentTooLong,
+    ConnectionTooLong,
+    TimecodeWentBack,
+    InvalidMkv,
+    InvalidProducerTimestamp,
+    StreamNotActive,
+    MetadataLimit,
+    UndeclaredTrack,
+    TrackWithoutFrames,
+    TooManyTracks,
+    Internal,
+    PersistFailed,
+    /// A newer PutMedia connection to the same stream took over (AWS allows one per stream).
+    ConnectionReplaced,
+}
+
+impl AckError {
+    pub fn id(self) -> u32 {
+        match self {
+            AckError::StreamReadError | AckError::ConnectionReplaced => 4000,
+            AckError::FragmentTooLarge => 4001,
+            AckError::FragmentTooLong => 4002,
+            AckError::ConnectionTooLong => 4003,
+            AckError::TimecodeWentBack => 4004,
+            AckError::InvalidMkv => 4006,
+            AckError::InvalidProducerTimestamp => 4007,
+            AckError::StreamNotActive => 4008,
+            AckError::MetadataLimit => 4009,
+            AckError::UndeclaredTrack => 4010,
+            AckError::TrackWithoutFrames => 4011,
+            AckError::TooManyTracks => 4012,
+            AckError::Internal => 5000,
+            AckError::PersistFailed => 5001,
+        }
+    }
+
+    /// The `ErrorCode` string sent beside the id (clients key on the id; this is for people).
+    pub fn code(self) -> &'static str {
+        match self {
+            AckError::StreamReadError => "STREAM_READ_ERROR",
+            AckError::FragmentTooLarge => "MAX_FRAGMENT_SIZE_REACHED",
+            AckError::FragmentTooLong => "MAX_FRAGMENT_DURATION_REACHED",
+            AckError::ConnectionTooLong => "MAX_CONNECTION_DURATION_REACHED",
+            AckError::TimecodeWentBack => "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS",
+            AckError::InvalidMkv => "INVALID_MKV_DATA",
+            AckError::InvalidProducerTimestamp => "INVALID_PRODUCER_TIMESTAMP",
+            AckError::StreamNotActive => "STREAM_NOT_ACTIVE",
+            AckError::MetadataLimit => "FRAGMENT_METADATA_LIMIT_REACHED",
+            AckError::UndeclaredTrack => "TRACK_NUMBER_MISMATCH",
+            AckError::TrackWithoutFrames => "FRAMES_MISSING_FOR_TRACK",
+            AckError::TooManyTracks => "MORE_THAN_ALLOWED_TRACKS_FOUND",
+            AckError::Internal => "INTERNAL_ERROR",
+            AckError::PersistFailed => "ARCHIVAL_ERROR",
+            AckError::ConnectionReplaced => "CONNECTION_REPLACED",
+        }
+    }
+}
+
+/// One ack, sent as one line of JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub event: AckEvent,
+    /// The cluster `Timecode` exactly as the producer wrote it.
+    pub timecode: Option<u64>,
+    pub fragment_number: Option<String>,
+    pub error: Option<AckError>,
+}
+
+impl Ack {
+    fn new(event: AckEvent, timecode: Option<u64>, fragment_number: Option<String>) -> Ack {
+        Ack {
+            event,
+            timecode,
+            fragment_number,
+            error: None,
+        }
+    }
+
+    fn error(error: AckError, timecode: Option<u64>, fragment_number: Option<String>) -> Ack {
+        Ack {
+            event: AckEvent::Error,
+            timecode,
+            fragment_number,
+            error: Some(error),
+        }
+    }
+
+    /// `{"EventType":"PERSISTED","FragmentTimecode":1663277247152,"FragmentNumber":"9134..."}`
+    /// and a newline: the key names and value types of AWS's acks (`FragmentNumber` a quoted
+    /// string, `FragmentTimecode` and `ErrorId` bare integers).
+    pub fn to_line(&self) -> Bytes {
+        let mut s = format!("{{\"EventType\":\"{}\"", self.event.as_str());
+        if let Some(tc) = self.timecode {
+            s.push_str(&format!(",\"FragmentTimecode\":{tc}"));
+        }
+        if let Some(n) = &self.fragment_number {
+            s.push_str(&format!(",\"FragmentNumber\":\"{n}\""));
+        }
+        if let Some(e) = self.error {
+            s.push_str(&format!(
+                ",\"ErrorId\":{},\"ErrorCode\":\"{}\"",
+                e.id(),
+                e.code()
+            ));
+        }
+        s.push_str("}\n");
+        Bytes::from(s)
+    }
+}
+
+/// Where acks go. Sending never waits: a client that does not read its acks (ffmpeg) must not
+/// stall ingest, so when the client is that far behind, acks are dropped (and counted).
+pub trait AckSink: Send {
+    fn send(&mut self, ack: Ack);
+}
+
+/// Collects acks in memory (tests).
+impl AckSink for Vec<Ack> {
+    fn send(&mut self, ack: Ack) {
+        self.push(ack);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------
+
+/// `x-amzn-fragment-timecode-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimecodeType {
+    Absolute,
+    Relative,
+}
+
+/// What the request's headers say about timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub timecode_type: TimecodeType,
+    /// Epoch ms that RELATIVE timecodes count from.
+    pub start_ms: i64,
+}
+
+/// Per-fragment and per-connection limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestLimits {
+    pub max_fragment_bytes: u64,
+    pub max_fragment_duration_ms: u64,
+    pub max_tracks: usize,
+    pub max_tags: usize,
+    pub max_tag_name_bytes: usize,
+    pub max_tag_value_bytes: usize,
+    /// Every declared track must have a frame in every fragment (4011).
+    pub every_track_needs_frames: bool,
+    pub max_connection: Option<Duration>,
+}
+
+impl IngestLimits {
+    /// Only what protects the server: fragments fit a storage record, tags stay small.
+    pub fn self_hosted() -> IngestLimits {
+        IngestLimits {
+            max_fragment_bytes: 60 << 20,
+            // The int16 block timecodes reach ~32.7 s at the default 1 ms scale; a longer
+            // fragment is possible with a coarser scale, and harmless.
+            max_fragment_duration_ms: 10 * 60 * 1000,
+            max_tracks: 3,
+            max_tags: 100,
+            max_tag_name_bytes: 1024,
+            max_tag_value_bytes: 64 << 10,
+            every_track_needs_frames: false,
+            max_connection: None,
+        }
+    }
+
+    /// AWS's PutMedia quotas (`shared/reference/aws-protocol.md` A.5).
+    pub fn aws() -> IngestLimits {
+        IngestLimits {
+            max_fragment_bytes: 50_000_000,
+            max_fragment_duration_ms: 10_000,
+            max_tracks: 3,
+            max_tags: 10,
+            max_tag_name_bytes: 128,
+            max_tag_value_bytes: 256,
+            every_track_needs_frames: true,
+            max_connection: Some(Duration::from_secs(45 * 60)),
+        }
+    }
+}
+
+/// The stream an upload goes to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub stream_id: u64,
+    pub shard: ShardUid,
+    /// Retention 0: fragments reach live readers and are dropped.
+    pub live_only: bool,
+}
+
+// ---------------------------------------------------------------------------------------------
+// One connection per stream
+// ---------------------------------------------------------------------------------------------
+
+/// The PutMedia connections in progress, one per stream: a new one for a stream replaces the
+/// old (AWS accepts the newest), which matters when a producer reconnects while its previous
+/// connection is still half open.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    active: Mutex<HashMap<u64, (u64, Arc<Notify>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Held by an upload while it runs; `replaced` fires when a newer upload takes the stream.
+#[derive(Debug)]
+pub struct UploadSlot {
+    uploads: Arc<Uploads>,
+    stream_id: u64,
+    id: u64,
+    pub replaced: Arc<Notify>,
+}
+
+impl Uploads {
+    pub fn claim(self: &Arc<Self>, stream_id: u64) -> UploadSlot {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let replaced = Arc::new(Notify::new());
+        let previous = self.lock().insert(stream_id, (id, replaced.clone()));
+        if let Some((_, old)) = previous {
+            old.notify_one();
+        }
+        UploadSlot {
+            uploads: self.clone(),
+            stream_id,
+            id,
+            replaced,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u64, Arc<Notify>)>> {
+        self.active.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        let mut active = self.uploads.lock();
+        if active
+            .get(&self.stream_id)
+            .is_some_and(|(id, _)| *id == self.id)
+        {
+            active.remove(&self.stream_id);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The state machine
+// ---------------------------------------------------------------------------------------------
+
+/// Why an upload stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped(pub AckError);
+
+/// The fragment being received.
+struct Current {
+    /// The cluster `Timecode` as sent (for acks).
+    raw_timecode: u64,
+    /// On the absolute scale (RELATIVE start added), in timecode units.
+    abs_timecode: i128,
+    producer_ts_ms: i64,
+    /// `None` until the first frame; also `None` for a held duplicate candidate.
+    record: Option<OpenRecord>,
+    /// A stored fragment with the same producer timestamp exists: hold the frames and compare.
+    candidate: Option<u64>,
+    held: Vec<u8>,
+    frames: Vec<FrameEntry>,
+    media_bytes: u64,
+    min_tc: i64,
+    max_tc: i64,
+    tracks_seen: Vec<u64>,
+    tags: Vec<StoredTag>,
+    /// See [`super::fragment::fragment_number`]; 0 when the fragment will be stored.
+    live_number: u64,
+}
+
+/// A commit in flight, in upload order.
+struct Committing {
+    raw_timecode: u64,
+    fragment_number: String,
+    done: JoinHandle<Result<Appended, StoreError>>,
+}
+
+/// One PutMedia upload. See the module docs.
+pub struct Ingest {
+    store: Store,
+    target: Target,
+    timing: Timing,
+    limits: IngestLimits,
+    reader: MkvReader,
+    info: SegmentInfo,
+    tracks: Option<Vec<Track>>,
+    /// The stored session blob for the current Info + Tracks.
+    session: Option<(u64, Session)>,
+    current: Option<Current>,
+    /// After a fragment-level error: drop frames until the next cluster.
+    skipping: bool,
+    /// Tags seen since the last cluster; they belong to the next fragment.
+    pending_tags: Vec<StoredTag>,
+    /// The previous fragment's cluster timecode in ns (absolute), for the "never back" rule.
+    last_cluster_ns: Option<i128>,
+    committing: VecDeque<Committing>,
+    /// The last live-only fragment number handed out.
+    live_number: u64,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("target", &self.target)
+            .field("timing", &self.timing)
+            .field("session", &self.session.as_ref().map(|s| s.0))
+            .field("committing", &self.committing.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ingest {
+    pub fn new(store: Store, target: Target, timing: Timing, limits: IngestLimits) -> Ingest {
+        Ingest {
+            store,
+            target,
+            timing,
+            limits,
+            reader: MkvReader::new(),
+            info: SegmentInfo::default(),
+            tracks: None,
+            session: None,
+            current: None,
+            skipping: false,
+            pending_tags: Vec::new(),
+            last_cluster_ns: None,
+            committing: VecDeque::new(),
+            live_number: 0,
+        }
+    }
+
+    /// Feeds body bytes and handles every event they complete.
+    pub async fn push(&mut self, data: &[u8], acks: &mut dyn AckSink) -> Result<(), Stopped> {
+        self.reader.push(data);
+        loop {
+            let event = self.reader.next_event();
+            match self.on_parsed(event, acks).await? {
+                true => continue,
+                false => return Ok(()),
+            }
+        }
+    }
+
+    /// The body ended: drains the parser, stores the last fragment and waits for every commit.
+    pub async fn finish(&mut self, acks: &mut dyn AckSink) -> Result<(), Stopped> {
+        loop {
+            let event = self.reader.finish();
+            if !self.on_parsed(event, acks).await? {
+                break;
+            }
+        }
+        // An unknown-size cluster still open at the end of input is closed by the parser; if
+        // one is somehow left, it ends here.
+        self.end_fragment(acks).await?;
+        self.drain_commits(acks, true).await
+    }
+
+    /// Stops after an error: the fragment in progress is dropped, finished ones still persist.
+    pub async fn abandon(&mut self, acks: &mut dyn AckSink) {
+        self.drop_current();
+        let _ = self.drain_commits(acks, true).await;
+    }
+
+    /// Sends the acks of commits that are done, without waiting; with `wait`, waits for all.
+    pub async fn drain_commits(
+        &mut self,
+        acks: &mut dyn AckSink,
+        wait: bool,
+    ) -> Result<(), Stopped> {
+        while let Some(front) = self.committing.front() {
+            if !wait && !front.done.is_finished() {
+                break;
+            }
+            let Some(c) = self.committing.pop_front() else {
+                break;
+            };
+            self.commit_done(c.raw_timecode, c.fragment_number, c.done.await, acks)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest commit in flight, if any (for a `select!` beside the body).
+    pub async fn next_commit(&mut self, acks: &mut dyn AckSink) -> Result<(), Stopped> {
+        let Some(front) = self.committing.front_mut() else {
+            return std::future::pending().await;
+        };
+        let result = (&mut front.done).await;
+        let Some(c) = self.committing.pop_front() else {
+            return Ok(());
+        };
+        self.commit_done(c.raw_timecode, c.fragment_number, result, acks)
+    }
+
+    pub fn has_commits(&self) -> bool {
+        !self.committing.is_empty()
+    }
+
+    fn commit_done(
+        &mut self,
+        raw_timecode: u64,
+        fragment_number: String,
+        result: Result<Result<Appended, StoreError>, tokio::task::JoinError>,
+        acks: &mut dyn AckSink,
+    ) -> Result<(), Stopped> {
+        match result {
+            Ok(Ok(_)) => {
+                acks.send(Ack::new(
+                    AckEvent::Persisted,
+                    Some(raw_timecode),
+                    Some(fragment_number),
+                ));
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                tracing::error!(stream = self.target.stream_id, error = %e, "storing a fragment failed");
+                acks.send(Ack::error(
+                    AckError::PersistFailed,
+                    Some(raw_timecode),
+                    Some(fragment_number),
+                ));
+                Err(Stopped(AckError::PersistFailed))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "fragment commit task failed");
+                acks.send(Ack::error(AckError::Internal, Some(raw_timecode), None));
+                Err(Stopped(AckError::Internal))
+            }
+        }
+    }
+
+    /// Handles one parser result; `Ok(false)` when the parser needs more input.
+    async fn on_parsed(
+        &mut self,
+        event: Result<Option<MkvEvent>, MkvError>,
+        acks: &mut dyn AckSink,
+    ) -> Result<bool, Stopped> {
+        match event {
+            Ok(Some(event)) => {
+                self.on_event(event, acks).await?;
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) => {
+                tracing::info!(stream = self.target.stream_id, error = %e, "PutMedia body is not valid MKV");
+                let tc = self.current.as_ref().map(|c| c.raw_timecode);
+                self.drop_current();
+                let error = match e.kind {
+                    MkvErrorKind::TooLarge => AckError::FragmentTooLarge,
+                    _ => AckError::InvalidMkv,
+                };
+                acks.send(Ack::error(error, tc, None));
+                Err(Stopped(error))
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: MkvEvent, acks: &mut dyn AckSink) -> Result<(), Stopped> {
+        match event {
+            MkvEvent::Header(_) => {
+                // A new document: a new Info and Tracks follow (producers that restart their
+                // muxer on the same connection, or GetMedia output uploaded again).
+                self.end_fragment(acks).await?;
+                self.info = SegmentInfo::default();
+                self.tracks = None;
+                self.session = None;
+            }
+            MkvEvent::SegmentStart { .. } | MkvEvent::SegmentEnd => {}
+            MkvEvent::Info(info) => {
+                if info.timecode_scale == 0 {
+                    acks.send(Ack::error(AckError::InvalidMkv, None, None));
+                    return Err(Stopped(AckError::InvalidMkv));
+                }
+                self.info = info;
+                self.session = None;
+            }
+            MkvEvent::Tracks(tracks) => {
+                if tracks.len() > self.limits.max_tracks || tracks.is_empty() {
+                    let error = if tracks.is_empty() {
+                        AckError::InvalidMkv
+                    } else {
+                        AckError::TooManyTracks
+                    };
+                    acks.send(Ack::error(error, None, None));
+                    return Err(Stopped(error));
+                }
+                self.tracks = Some(tracks);
+                self.session = None;
+            }
+            MkvEvent::Tags(tags) => {
+                for t in tags {
+                    // The AWS_ prefix is reserved: the producer's end-of-fragment marker and
+                    // any fragment metadata of ours coming back in re-uploaded GetMedia output.
+                    if t.name.starts_with("AWS_") {
+                        continue;
+                    }
+                    if t.name.len() > self.limits.max_tag_name_bytes
+                        || tag_len(&t.value) > self.limits.max_tag_value_bytes
+                        || self.pending_tags.len() >= self.limits.max_tags
+                    {
+                        acks.send(Ack::error(AckError::MetadataLimit, None, None));
+                        self.pending_tags.clear();
+                        // The tags are dropped; the fragments they were for are not.
+                        return Ok(());
+                    }
+                    self.pending_tags.push(StoredTag {
+                        name: t.name,
+                        value: match t.value {
+                            mkv::TagValue::String(s) => TagData::String(s),
+                            mkv::TagValue::Binary(b) => TagData::Binary(b),
+                        },
+                    });
+                }
+            }
+            MkvEvent::ClusterStart { timecode } => {
+                self.end_fragment(acks).await?;
+                self.start_fragment(timecode, acks).await?;
+            }
+            MkvEvent::Frame(frame) => self.on_frame(frame, acks).await?,
+            MkvEvent::ClusterEnd => self.end_fragment(acks).await?,
+        }
+        Ok(())
+    }
+
+    /// The stored session for the current Info and Tracks, storing it on first use.
+    async fn session(&mut self) -> Result<(u64, Session), Stopped> {
+        if let Some(s) = &self.session {
+            return Ok(s.clone());
+        }
+        let Some(tracks) = &self.tracks else {
+            return Err(Stopped(AckError::InvalidMkv));
+        };
+        let mut header = Vec::new();
+        mkv::write::info(&mut header, &self.info);
+        mkv::write::tracks(&mut header, tracks);
+        let session = Session {
+            timecode_scale: self.info.timecode_scale,
+            header_mkv: Bytes::from(header),
+        };
+        let encoded = session.encode();
+        let store = self.store.clone();
+        let stream_id = self.target.stream_id;
+        let latest = tokio::task::spawn_blocking(move || store.latest_blob_blocking(stream_id))
+            .await
+            .map_err(|_| Stopped(AckError::Internal))?
+            .map_err(|e| self.internal(&e))?;
+        let id = match latest {
+            Some((id, blob)) if blob == encoded => id,
+            _ => self
+                .store
+                .put_blob(stream_id, encoded)
+                .await
+                .map_err(|e| self.internal(&e))?,
+        };
+        self.session = Some((id, session.clone()));
+        Ok((id, session))
+    }
+
+    fn internal(&self, e: &StoreError) -> Stopped {
+        tracing::error!(stream = self.target.stream_id, error = %e, "PutMedia storage error");
+        Stopped(AckError::Internal)
+    }
+
+    async fn start_fragment(
+        &mut self,
+        timecode: u64,
+        acks: &mut dyn AckSink,
+    ) -> Result<(), Stopped> {
+        self.skipping = false;
+        let (_, session) = match self.session().await {
+            Ok(s) => s,
+            Err(Stopped(AckError::InvalidMkv)) => {
+                // A cluster before any Tracks.
+                acks.send(Ack::error(AckError::InvalidMkv, Some(timecode), None));
+                return Err(Stopped(AckError::InvalidMkv));
+            }
+            Err(e) => {
+                acks.send(Ack::error(e.0, Some(timecode), None));
+                return Err(e);
+            }
+        };
+        let scale = i128::from(session.timecode_scale);
+        let abs_timecode = match self.timing.timecode_type {
+            TimecodeType::Absolute => i128::from(timecode),
+            TimecodeType::Relative => {
+                i128::from(self.timing.start_ms) * 1_000_000 / scale + i128::from(timecode)
+            }
+        };
+        let producer_ts_ms = abs_timecode * scale / 1_000_000;
+        let Ok(producer_ts_ms) = i64::try_from(producer_ts_ms) else {
+            acks.send(Ack::error(
+                AckError::InvalidProducerTimestamp,
+                Some(timecode),
+                None,
+            ));
+            self.skipping = true;
+            return Ok(());
+        };
+        // A cluster may not start before the previous one (4004). Not "before the previous
+        // fragment's last frame": muxers interleaving audio (ffmpeg) end a cluster with audio
+        // frames later than the next cluster's first video frame.
+        if let Some(last) = self.last_cluster_ns
+            && abs_timecode * scale < last
+        {
+            acks.send(Ack::error(AckError::TimecodeWentBack, Some(timecode), None));
+            self.skipping = true;
+            return Ok(());
+        }
+        // A fragment resent after a lost ack has the producer timestamp of a stored one.
+        let candidate = if self.target.live_only {
+            None
+        } else {
+            self.stored_at(producer_ts_ms).await
+        };
+        acks.send(Ack::new(AckEvent::Buffering, Some(timecode), None));
+        let live_number = if self.target.live_only {
+            let clock_us = u64::try_from(self.store.now_ms()).unwrap_or(0) * 1000;
+            self.live_number = (self.live_number + 1).max(clock_us);
+            self.live_number
+        } else {
+            0
+        };
+        self.current = Some(Current {
+            raw_timecode: timecode,
+            abs_timecode,
+            producer_ts_ms,
+            record: None,
+            candidate,
+            held: Vec::new(),
+            frames: Vec::new(),
+            media_bytes: 0,
+            min_tc: i64::MAX,
+            max_tc: i64::MIN,
+            tracks_seen: Vec::new(),
+            tags: std::mem::take(&mut self.pending_tags),
+            live_number,
+        });
+        Ok(())
+    }
+
+    /// The offset of a stored fragment with exactly this producer timestamp, if any.
+    async fn stored_at(&self, producer_ts_ms: i64) -> Option<u64> {
+        let found = self
+            .store
+            .time_range(
+                self.target.shard,
+                TimeKind::Producer,
+                producer_ts_ms,
+                producer_ts_ms,
+                None,
+                1,
+            )
+            .await
+            .ok()?;
+        found
+            .into_iter()
+            .find(|r| r.producer_ts_ms == producer_ts_ms)
+            .map(|r| r.offset)
+    }
+
+    async fn on_frame(&mut self, frame: mkv::Frame, acks: &mut dyn AckSink) -> Result<(), Stopped> {
+        if self.skipping {
+            return Ok(());
+        }
+        let Some(cur) = self.current.as_mut() else {
+            acks.send(Ack::error(AckError::InvalidMkv, None, None));
+            return Err(Stopped(AckError::InvalidMkv));
+        };
+        let declared = self
+            .tracks
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|t| t.number == frame.track));
+        let fail = if !declared {
+            Some(AckError::UndeclaredTrack)
+        } else if cur.frames.is_empty() && !frame.key {
+            // A fragment must start on a key frame, so a reader can decode it on its own.
+            Some(AckError::InvalidMkv)
+        } else {
+            None
+        };
+        let block_len = mkv::write::simple_block_len(&frame) as u64;
+        let tc = i64::from(frame.timecode);
+        let (min_tc, max_tc) = (cur.min_tc.min(tc), cur.max_tc.max(tc));
+        let scale = self.info.timecode_scale;
+        let fail = fail.or_else(|| {
+            if cur.media_bytes + block_len > self.limits.max_fragment_bytes {
+                Some(AckError::FragmentTooLarge)
+            } else if units_to_ms(i128::from(max_tc - min_tc), scale)
+                > self.limits.max_fragment_duration_ms as i64
+            {
+                Some(AckError::FragmentTooLong)
+            } else {
+                None
+            }
+        });
+        if let Some(error) = fail {
+            let tc = cur.raw_timecode;
+            self.drop_current();
+            self.skipping = true;
+            acks.send(Ack::error(error, Some(tc), None));
+            return Ok(());
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let mut block = Vec::with_capacity(block_len as usize);
+        mkv::write::simple_block(&mut block, &frame);
+        let entry = FrameEntry {
+            offset: cur.media_bytes as u32,
+            len: block.len() as u32,
+            track: frame.track,
+            timecode: frame.timecode,
+            key: frame.key,
+        };
+        if cur.candidate.is_some() {
+            cur.held.extend_from_slice(&block);
+        } else {
+            if cur.record.is_none() {
+                let key = FragmentKey {
+                    session: self.session.as_ref().map_or(0, |s| s.0),
+                    cluster_timecode: cur.abs_timecode.max(0) as u64,
+                    duration_ms: 0,
+                    media_bytes: 0,
+                    frames: 0,
+                    live_number: cur.live_number,
+                };
+                let record = self
+                    .store
+                    .begin_record(self.target.shard, Some(cur.producer_ts_ms), key.encode(), 0)
+                    .await;
+                match record {
+                    Ok(r) => cur.record = Some(r),
+                    Err(e) => {
+                        let tc = cur.raw_timecode;
+                        let stop = self.internal(&e);
+                        self.drop_current();
+                        acks.send(Ack::error(stop.0, Some(tc), None));
+                        return Err(stop);
+                    }
+                }
+            }
+            if let Some(record) = &cur.record
+                && let Err(e) = record.push(Bytes::from(block))
+            {
+                let tc = cur.raw_timecode;
+                tracing::warn!(error = %e, "fragment over the record size limit");
+                self.drop_current();
+                self.skipping = true;
+                acks.send(Ack::error(AckError::FragmentTooLarge, Some(tc), None));
+                return Ok(());
+            }
+        }
+        cur.media_bytes += block_len;
+        cur.min_tc = min_tc;
+        cur.max_tc = max_tc;
+        if !cur.tracks_seen.contains(&frame.track) {
+            cur.tracks_seen.push(frame.track);
+        }
+        cur.frames.push(entry);
+        Ok(())
+    }
+
+    /// Ends the fragment in progress, if any: RECEIVED, then store it (PERSISTED comes when
+    /// the commit is durable).
+    async fn end_fragment(&mut self, acks: &mut dyn AckSink) -> Result<(), Stopped> {
+        let Some(mut cur) = self.current.take() else {
+            return Ok(());
+        };
+        if cur.frames.is_empty() {
+            // An empty cluster: nothing to store.
+            return Ok(());
+        }
+        if self.limits.every_track_needs_frames
+            && let Some(tracks) = &self.tracks
+            && tracks.iter().any(|t| !cur.tracks_seen.contains(&t.number))
+        {
+            if let Some(r) = cur.record.take() {
+                r.abort();
+            }
+            acks.send(Ack::error(
+                AckError::TrackWithoutFrames,
+                Some(cur.raw_timecode),
+                None,
+            ));
+            return Ok(());
+        }
+        let scale = self.info.timecode_scale;
+        self.last_cluster_ns = Some(cur.abs_timecode * i128::from(scale));
+        let key = FragmentKey {
+            session: self.session.as_ref().map_or(0, |s| s.0),
+            cluster_timecode: cur.abs_timecode.max(0) as u64,
+            duration_ms: fragment_duration_ms(&cur.frames, scale),
+            media_bytes: cur.media_bytes,
+            frames: cur.frames.len() as u32,
+            live_number: cur.live_number,
+        };
+        let trailer = Trailer {
+            frames: std::mem::take(&mut cur.frames),
+            tags: std::mem::take(&mut cur.tags),
+        }
+        .encode();
+
+        if let Some(original) = cur.candidate {
+            let held = Bytes::from(std::mem::take(&mut cur.held));
+            if self.same_as_stored(original, &held, &trailer).await {
+                let number = SequenceNumber::of_record(self.target.shard, original).to_string();
+                acks.send(Ack::new(
+                    AckEvent::Received,
+                    Some(cur.raw_timecode),
+                    Some(number.clone()),
+                ));
+                acks.send(Ack::new(
+                    AckEvent::Persisted,
+                    Some(cur.raw_timecode),
+                    Some(number),
+                ));
+                return Ok(());
+            }
+            // Same time, different content: a fragment of its own.
+            let record = self
+                .store
+                .begin_record(self.target.shard, Some(cur.producer_ts_ms), key.encode(), 0)
+                .await
+                .map_err(|e| self.internal(&e));
+            let record = match record {
+                Ok(r) => r,
+                Err(stop) => {
+                    acks.send(Ack::error(stop.0, Some(cur.raw_timecode), None));
+                    return Err(stop);
+                }
+            };
+            if let Err(e) = record.push(held) {
+                record.abort();
+                let stop = self.internal(&e);
+                acks.send(Ack::error(stop.0, Some(cur.raw_timecode), None));
+                return Err(stop);
+            }
+            cur.record = Some(record);
+        }
+        let Some(record) = cur.record.take() else {
+            return Ok(());
+        };
+        let number = fragment_number(self.target.shard, record.offset(), &key).to_string();
+        acks.send(Ack::new(
+            AckEvent::Received,
+            Some(cur.raw_timecode),
+            Some(number.clone()),
+        ));
+        if let Err(e) = record.push(trailer) {
+            record.abort();
+            let stop = self.internal(&e);
+            acks.send(Ack::error(stop.0, Some(cur.raw_timecode), Some(number)));
+            return Err(stop);
+        }
+        if self.target.live_only {
+            // Live readers had every frame; nothing is kept, nothing is PERSISTED.
+            record.abort();
+            return Ok(());
+        }
+        let done = tokio::spawn(record.commit_with_key(key.encode()));
+        self.committing.push_back(Committing {
+            raw_timecode: cur.raw_timecode,
+            fragment_number: number,
+            done,
+        });
+        self.drain_commits(acks, false).await
+    }
+
+    /// Whether the stored fragment at `offset` has exactly these blocks and this trailer.
+    async fn same_as_stored(&self, offset: u64, blocks: &Bytes, trailer: &Bytes) -> bool {
+        let Ok(batch) = self
+            .store
+            .read(
+                self.target.shard,
+                Position::At(offset),
+                ReadLimits::new(1, usize::MAX),
+            )
+            .await
+        else {
+            return false;
+        };
+        let Some(stored) = batch.records.into_iter().find(|r| r.offset == offset) else {
+            return false;
+        };
+        let n = blocks.len();
+        stored.payload.len() == n + trailer.len()
+            && stored.payload[..n] == blocks[..]
+            && stored.payload[n..] == trailer[..]
+    }
+
+    fn drop_current(&mut self) {
+        if let Some(mut cur) = self.current.take()
+            && let Some(record) = cur.record.take()
+        {
+            record.abort();
+        }
+    }
+}
+
+fn tag_len(v: &mkv::TagValue) -> usize {
+    match v {
+        mkv::TagValue::String(s) => s.len(),
+        mkv::TagValue::Binary(b) => b.len(),
+    }
+}
+
+fn units_to_ms(units: i128, scale: u64) -> i64 {
+    (units * i128::from(scale) / 1_000_000) as i64
+}
+
+/// A fragment's length: from its earliest frame to its latest, plus one frame interval of the
+/// track with the most frames (the last frame lasts too; MKV blocks carry no duration).
+fn fragment_duration_ms(frames: &[FrameEntry], scale: u64) -> u64 {
+    let (Some(min), Some(max)) = (
+        frames.iter().map(|f| f.timecode).min(),
+        frames.iter().map(|f| f.timecode).max(),
+    ) else {
+        return 0;
+    };
+    let span = i128::from(max) - i128::from(min);
+    let mut counts: Vec<(u64, usize)> = Vec::new();
+    for f in frames {
+        match counts.iter_mut().find(|(t, _)| *t == f.track) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f.track, 1)),
+        }
+    }
+    let most = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+    let interval = if most > 1 {
+        span / (most as i128 - 1)
+    } else {
+        0
+    };
+    units_to_ms(span + interval, scale).max(0) as u64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Driving an upload from an HTTP body
+// ---------------------------------------------------------------------------------------------
+
+/// How often an IDLE ack is sent while no data arrives, and how long an upload may stay idle.
+pub const IDLE_ACK_EVERY: Duration = Duration::from_secs(3);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Feeds `body` to an [`Ingest`] until it ends, sending acks to `acks` as it goes. Returns when
+/// the upload is over; every fragment it acked RECEIVED has been persisted or reported.
+pub async fn run(
+    mut ingest: Ingest,
+    mut body: crate::http::Body,
+    acks: &mut dyn AckSink,
+    slot: &UploadSlot,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    use http_body_util::BodyExt as _;
+    let started = tokio::time::Instant::now();
+    let max_connection = ingest.limits.max_connection;
+    let connection_deadline = async move {
+        match max_connection {
+            Some(d) => tokio::time::sleep_until(started + d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(connection_deadline);
+    tokio::pin!(shutdown);
+    let mut last_data = tokio::time::Instant::now();
+    let mut idle = tokio::time::interval_at(last_data + IDLE_ACK_EVERY, IDLE_ACK_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            result = ingest.next_commit(acks), if ingest.has_commits() => {
+                if result.is_err() {
+                    ingest.abandon(acks).await;
+                    return;
+                }
+            }
+            () = slot.replaced.notified() => {
+                acks.send(Ack::error(AckError::ConnectionReplaced, None, None));
+                ingest.abandon(acks).await;
+                return;
+            }
+            () = &mut connection_deadline => {
+                acks.send(Ack::error(AckError::ConnectionTooLong, None, None));
+                ingest.abandon(acks).await;
+                return;
+            }
+            () = &mut shutdown => {
+                // The fragment in progress is dropped (the producer resends it elsewhere or
+                // later); finished ones are persisted first.
+                acks.send(Ack::error(AckError::StreamReadError, None, None));
+                ingest.abandon(acks).await;
+                return;
+            }
+            frame = body.frame() => match frame {
+                None => {
+                    if ingest.finish(acks).await.is_err() {
+                        ingest.abandon(acks).await;
+                    }
+                    return;
+                }
+                Some(Err(e)) => {
+                    tracing::info!(error = %e, "PutMedia body ended with an error");
+                    acks.send(Ack::error(AckError::StreamReadError, None, None));
+                    ingest.abandon(acks).await;
+                    return;
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    last_data = tokio::time::Instant::now();
+                    idle.reset();
+                    if ingest.push(&data, acks).await.is_err() {
+                        ingest.abandon(acks).await;
+                        return;
+                    }
+                }
+            },
+            _ = idle.tick() => {
+                if last_data.elapsed() >= IDLE_TIMEOUT {
+                    ingest.abandon(acks).await;
+                    return;
+                }
+                acks.send(Ack::new(AckEvent::Idle, None, None));
+            }
+        }
+    }
+}
