@@ -1,19 +1,25 @@
 //! The push reader: bytes in, [`MkvEvent`]s out.
 //!
-//! Parsing is ebml-iterable's `TagDecoder` (incremental, keeps a partial element in our buffer
-//! until the rest arrives, closes unknown-size masters on the next sibling or parent). Around it,
-//! this module adds what a server facing the internet needs and the decoder does not do:
+//! Parsing is ebml-iterable's `TagDecoder`: incremental, it keeps a partial element in our
+//! buffer until the rest arrives and closes unknown-size masters at the next sibling or parent.
+//! Every master is streamed (Start ... End), never assembled whole by the decoder, so each element
+//! passes through here one at a time. Around the decoder this module adds what a server facing
+//! the internet needs and the decoder does not do:
 //!
 //! - **Size bombs.** The decoder waits until a whole non-master element is buffered, so an element
 //!   that declares 1 TB would make it wait (and us buffer) forever. Before every decode step we
 //!   read the header at the front of the buffer ourselves and reject a non-master element larger
-//!   than [`ReaderLimits::max_element_bytes`] at once. The few masters we ask the decoder to
-//!   assemble whole (EBML header, Info, Tracks, Tags) count against the same limit.
-//! - **Document shape.** Every document must start with an EBML header for `matroska` or `webm`,
-//!   so garbage is rejected at its first byte instead of being skipped as unknown elements.
+//!   than [`ReaderLimits::max_element_bytes`] at once. The elements we assemble into one event
+//!   (EBML header, Info, Tracks, Tags) count against the same limit as a whole.
+//! - **Structure.** Every document must start with an EBML header for `matroska` or `webm`, so
+//!   garbage is rejected at its first byte instead of being skipped as unknown elements. The
+//!   element hierarchy is checked here, against the decoder's own picture of which masters are
+//!   open (we replay its rules for closing them), so that a nested SimpleTag is accepted and an
+//!   unknown size the decoder would mis-nest is refused. Unknown sizes are accepted for Segment,
+//!   Cluster and level-1 elements.
 //! - **Matroska meaning.** A Cluster is announced once its Timecode is known; blocks become
-//!   [`Frame`]s (lacing undone, payloads as `Bytes` slices, no copy); a block before the Timecode
-//!   is an error.
+//!   [`Frame`]s (lacing undone, payloads as `Bytes` slices of the block, no second copy); a block
+//!   before the Timecode is an error.
 //!
 //! Unknown element IDs are allowed and skipped, as ffmpeg does, because producers add their own.
 
@@ -39,8 +45,8 @@ use super::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderLimits {
     /// Largest payload of a non-master element (a SimpleBlock, a CodecPrivate, ...), and largest
-    /// size of the masters read whole (EBML header, Info, Tracks, Tags). Default 64 MiB: a KVS
-    /// fragment is at most 50 MB, so no single frame can be larger.
+    /// size of the elements read into one event (EBML header, Info, Tracks, Tags). Default
+    /// 64 MiB: a KVS fragment is at most 50 MB, so no single frame can be larger.
     pub max_element_bytes: u64,
     /// Most bytes buffered while waiting for the rest of an element. Default 80 MiB.
     pub max_buffered_bytes: u64,
@@ -67,13 +73,23 @@ enum DocState {
     AfterSegment,
 }
 
-/// A master the decoder assembles whole (`Master::Full`); bounded by `max_element_bytes`.
+/// A master the decoder has open.
 #[derive(Debug, Clone, Copy)]
-struct Capture {
+struct OpenMaster {
     id: u32,
-    start: u64,
     /// Offset just past the element, when its size is known.
     end: Option<u64>,
+}
+
+/// An element being read into one event.
+#[derive(Debug)]
+enum Assembly {
+    Header(EbmlHeader),
+    Info(SegmentInfo),
+    /// The tracks so far, and the TrackEntry being read (with its offset).
+    Tracks(Vec<Track>, Option<(u64, Track)>),
+    /// The SimpleTags so far, and the indexes of the open (possibly nested) SimpleTags.
+    Tags(Vec<SimpleTag>, Vec<usize>),
 }
 
 #[derive(Debug)]
@@ -89,9 +105,6 @@ struct GroupState {
     referenced: bool,
 }
 
-/// The masters we ask the decoder to assemble whole: small, and wanted as a unit.
-const CAPTURED: [u32; 4] = [ids::EBML, ids::INFO, ids::TRACKS, ids::TAGS];
-
 /// A sans-I/O MKV reader: [`push`](Self::push) bytes as they arrive, pull events with
 /// [`next_event`](Self::next_event) until it returns `Ok(None)` (it needs more bytes), and at the
 /// end of the input drain it with [`finish`](Self::finish).
@@ -106,12 +119,12 @@ pub struct MkvReader {
     events: VecDeque<(MkvEvent, u64)>,
     position: u64,
     doc: DocState,
-    /// IDs of the open masters the decoder streams (Segment, Cluster, BlockGroup, Cues, ...).
-    open: Vec<u32>,
-    capture: Option<Capture>,
+    /// The masters the decoder has open, outermost first (it reports no sizes, so we keep them).
+    open: Vec<OpenMaster>,
     /// The size of the master header last seen at the front of the buffer: (offset, size).
-    /// `TagDecoder` does not report sizes, and SegmentStart carries it.
     front_master: Option<(u64, Option<u64>)>,
+    /// The element being read into one event, its ID and offset.
+    assembly: Option<(u32, u64, Assembly)>,
     cluster: Option<ClusterState>,
     group: Option<GroupState>,
     /// `finish` was called: no more input will come.
@@ -147,12 +160,13 @@ impl MkvReader {
     }
 
     pub fn with_limits(limits: ReaderLimits) -> Self {
-        let captured: Vec<MatroskaSpec> = CAPTURED
-            .iter()
-            .filter_map(|&id| MatroskaSpec::get_master_tag(u64::from(id), Master::Start))
-            .collect();
-        let mut decoder = TagDecoder::new(&captured);
-        decoder.allow_errors(&[AllowableErrors::InvalidTagIds]);
+        let mut decoder = TagDecoder::new(&[]);
+        // Unknown IDs are skipped like ffmpeg does. The hierarchy is checked in `check_front`,
+        // which also knows Matroska's recursive SimpleTag.
+        decoder.allow_errors(&[
+            AllowableErrors::InvalidTagIds,
+            AllowableErrors::HierarchyProblems,
+        ]);
         // Our own header checks bound what gets buffered; the decoder's fixed 4 GB cap would
         // only reject legitimately large known-size Segments of seekable files.
         decoder.set_max_allowable_tag_size(None);
@@ -164,8 +178,8 @@ impl MkvReader {
             position: 0,
             doc: DocState::ExpectHeader,
             open: Vec::new(),
-            capture: None,
             front_master: None,
+            assembly: None,
             cluster: None,
             group: None,
             ended: false,
@@ -254,9 +268,7 @@ impl MkvReader {
                     self.position = self.decoder.position() as u64;
                 }
                 Ok(None) => {
-                    // The decoder may have consumed elements inside a captured master before
-                    // stopping at an incomplete one: check the new front before waiting.
-                    self.check_front()?;
+                    // A safety net: the element checks above already bound the buffer.
                     if self.buf.len() as u64 > self.limits.max_buffered_bytes {
                         return Err(self.error(
                             MkvErrorKind::TooLarge,
@@ -276,138 +288,176 @@ impl MkvReader {
         }
     }
 
-    /// Checks the element header at the front of the buffer before the decoder sees it.
+    /// Checks the element header at the front of the buffer before the decoder sees it. The
+    /// decoder handles one element per step outside assembled masters and we assemble none, so
+    /// every element header passes through here.
     fn check_front(&mut self) -> Result<(), MkvError> {
         let pos = self.decoder.position() as u64;
+        // Which masters will still be open when the decoder reads the next element: it first
+        // closes the known-size masters that have ended, then the unknown-size ones this
+        // element ends.
+        let mut depth = self
+            .open
+            .iter()
+            .position(|m| m.end.is_some_and(|end| pos >= end))
+            .unwrap_or(self.open.len());
+        // At a document start, garbage is recognizable from its first byte.
+        if depth == 0 && self.doc_after_closing(depth) == DocState::ExpectHeader {
+            let magic = ids::EBML.to_be_bytes();
+            let n = self.buf.len().min(4);
+            if self.buf[..n] != magic[..n] {
+                return Err(self.not_a_header(pos));
+            }
+        }
         let header = match peek_header(&self.buf) {
             Ok(Some(h)) => h,
-            Ok(None) => {
-                // Not a whole header yet; at a document start, garbage is still recognizable.
-                if self.doc == DocState::ExpectHeader && !self.buf.is_empty() {
-                    let magic = ids::EBML.to_be_bytes();
-                    let n = self.buf.len().min(4);
-                    if self.buf[..n] != magic[..n] {
-                        return Err(self.not_a_header(pos, None));
-                    }
-                }
-                return Ok(());
-            }
+            Ok(None) => return Ok(()),
             Err(message) => return Err(self.error(MkvErrorKind::Invalid, pos, None, message)),
         };
         let id = header.id;
-        let allowed = match self.doc {
+        let data_type = MatroskaSpec::get_tag_data_type(u64::from(id));
+        let is_master = data_type == Some(TagDataType::Master);
+        let known_depth = depth;
+        while depth > 0 && self.open[depth - 1].end.is_none() && ends(self.open[depth - 1].id, id) {
+            depth -= 1;
+        }
+        if data_type.is_none() && depth < known_depth {
+            // The decoder takes an unknown element for a sibling of an unknown-size Segment and
+            // would close the Segment; refuse that instead of misreading what follows.
+            let message = format!(
+                "unknown element 0x{id:X} directly in an unknown-size {} is not supported",
+                element_name(self.open[depth].id)
+            );
+            return Err(self.error_in(MkvErrorKind::Invalid, pos, known_depth, None, message));
+        }
+        let parents = &self.open[..depth];
+
+        if depth == 0 {
+            self.check_document_shape(pos, id, self.doc_after_closing(0))?;
+        }
+        if data_type.is_some() && !allowed_in(id, parents) {
+            let parent = parents
+                .last()
+                .map_or("the top level".to_owned(), |p| element_name(p.id));
+            let message = format!("{} is not allowed in {parent}", element_name(id));
+            return Err(self.error_at_depth(MkvErrorKind::Invalid, pos, depth, id, message));
+        }
+
+        let max = self.limits.max_element_bytes;
+        match header.size {
+            None if !is_master => {
+                let message = format!(
+                    "{} has an unknown size; only master elements may",
+                    element_name(id)
+                );
+                return Err(self.error_at_depth(MkvErrorKind::Invalid, pos, depth, id, message));
+            }
+            None if !(id == ids::SEGMENT || id == ids::CLUSTER || is_level1(id)) => {
+                let message = format!(
+                    "{} has an unknown size; only Segment, Cluster and level-1 elements may",
+                    element_name(id)
+                );
+                return Err(self.error_at_depth(MkvErrorKind::Invalid, pos, depth, id, message));
+            }
+            Some(size) if !is_master && size > max => {
+                let message = format!(
+                    "{} of {} exceeds the {} element limit",
+                    element_name(id),
+                    human_bytes(size),
+                    human_bytes(max)
+                );
+                return Err(self.error_at_depth(MkvErrorKind::TooLarge, pos, depth, id, message));
+            }
+            _ => {}
+        }
+        if is_master {
+            self.front_master = Some((pos, header.size));
+        }
+
+        // Elements read into one event are bounded as a whole.
+        let reach = pos
+            .saturating_add(header.len)
+            .saturating_add(header.size.unwrap_or(0));
+        let assembly = match &self.assembly {
+            // The element is inside the one being assembled if that one stays open.
+            Some((root, start, _)) if parents.iter().any(|m| m.id == *root) => {
+                Some((*root, *start))
+            }
+            _ if is_assembled(id) => Some((id, pos)),
+            _ => None,
+        };
+        if let Some((root, start)) = assembly
+            && reach - start > max
+        {
+            let name = element_name(root);
+            let message = if start == pos {
+                let size = human_bytes(header.size.unwrap_or(0));
+                format!(
+                    "{name} of {size} exceeds the {} element limit",
+                    human_bytes(max)
+                )
+            } else {
+                format!(
+                    "{name} of unknown size grows past the {} element limit",
+                    human_bytes(max)
+                )
+            };
+            let root_depth = parents.iter().position(|m| m.id == root).unwrap_or(depth);
+            return Err(self.error_at_depth(
+                MkvErrorKind::TooLarge,
+                start,
+                root_depth,
+                root,
+                message,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The document state once the decoder has closed the masters above `depth` (closing the
+    /// EBML header or the Segment changes it).
+    fn doc_after_closing(&self, depth: usize) -> DocState {
+        let mut doc = self.doc;
+        for m in self.open[depth..].iter().rev() {
+            match m.id {
+                ids::EBML => doc = DocState::ExpectSegment,
+                ids::SEGMENT => doc = DocState::AfterSegment,
+                _ => {}
+            }
+        }
+        doc
+    }
+
+    /// Outside a Segment only an EBML header, a Segment or a Void may come.
+    fn check_document_shape(&self, pos: u64, id: u32, doc: DocState) -> Result<(), MkvError> {
+        let allowed = match doc {
             DocState::ExpectHeader => id == ids::EBML,
             DocState::ExpectSegment | DocState::AfterSegment => {
                 matches!(id, ids::EBML | ids::SEGMENT | ids::VOID)
             }
             DocState::InSegment => true,
         };
-        if !allowed {
-            return Err(if self.doc == DocState::ExpectHeader {
-                self.not_a_header(pos, Some(id))
-            } else {
-                let what = if self.doc == DocState::ExpectSegment {
-                    "after the EBML header"
-                } else {
-                    "after the Segment"
-                };
-                self.error(
-                    MkvErrorKind::Invalid,
-                    pos,
-                    Some(id),
-                    format!("expected a Segment {what}, found {}", element_name(id)),
-                )
-            });
+        if allowed {
+            return Ok(());
         }
-
-        let data_type = MatroskaSpec::get_tag_data_type(u64::from(id));
-        let is_master = data_type == Some(TagDataType::Master);
-        let max = self.limits.max_element_bytes;
-        if is_master {
-            self.front_master = Some((pos, header.size));
+        if doc == DocState::ExpectHeader {
+            return Err(self.not_a_header(pos));
+        }
+        let what = if doc == DocState::ExpectSegment {
+            "after the EBML header"
         } else {
-            match header.size {
-                None => {
-                    return Err(self.error(
-                        MkvErrorKind::Invalid,
-                        pos,
-                        Some(id),
-                        format!(
-                            "{} has an unknown size; only master elements may",
-                            element_name(id)
-                        ),
-                    ));
-                }
-                Some(size) if size > max => {
-                    return Err(self.error(
-                        MkvErrorKind::TooLarge,
-                        pos,
-                        Some(id),
-                        format!(
-                            "{} of {} exceeds the {} element limit",
-                            element_name(id),
-                            human_bytes(size),
-                            human_bytes(max)
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-
-        // Masters read whole: their total size is bounded too.
-        if let Some(c) = self.capture {
-            let closed = match c.end {
-                Some(end) => pos >= end,
-                // An unknown-size captured master ends at the next top- or level-1 element.
-                None => pos > c.start && ends_unknown_level1(id),
-            };
-            if closed {
-                self.capture = None;
-            }
-        }
-        if self.capture.is_none() && CAPTURED.contains(&id) {
-            let end = header
-                .size
-                .map(|s| pos.saturating_add(header.len).saturating_add(s));
-            self.capture = Some(Capture {
-                id,
-                start: pos,
-                end,
-            });
-        }
-        if let Some(c) = self.capture {
-            let reach = match c.end {
-                Some(end) => end,
-                None => pos
-                    .saturating_add(header.len)
-                    .saturating_add(header.size.unwrap_or(0)),
-            };
-            let span = reach - c.start;
-            if span > max {
-                let name = element_name(c.id);
-                return Err(self.error(
-                    MkvErrorKind::TooLarge,
-                    c.start,
-                    None,
-                    match c.end {
-                        Some(_) => format!(
-                            "{name} of {} exceeds the {} element limit",
-                            human_bytes(span),
-                            human_bytes(max)
-                        ),
-                        None => format!(
-                            "{name} of unknown size grows past the {} element limit",
-                            human_bytes(max)
-                        ),
-                    },
-                ));
-            }
-        }
-        Ok(())
+            "after the Segment"
+        };
+        Err(self.error_at_depth(
+            MkvErrorKind::Invalid,
+            pos,
+            0,
+            id,
+            format!("expected a Segment {what}, found {}", element_name(id)),
+        ))
     }
 
-    fn not_a_header(&self, pos: u64, found: Option<u32>) -> MkvError {
+    fn not_a_header(&self, pos: u64) -> MkvError {
         let shown: Vec<String> = self
             .buf
             .iter()
@@ -415,15 +465,14 @@ impl MkvReader {
             .map(|b| format!("{b:02X}"))
             .collect();
         let what = if pos == 0 { "the input" } else { "a document" };
-        let found = match found {
-            Some(id) => format!("{} ({})", element_name(id), shown.join(" ")),
-            None => format!("bytes {}", shown.join(" ")),
-        };
         self.error(
             MkvErrorKind::Invalid,
             pos,
             None,
-            format!("{what} must start with an EBML header (1A 45 DF A3), found {found}"),
+            format!(
+                "{what} must start with an EBML header (1A 45 DF A3), found bytes {}",
+                shown.join(" ")
+            ),
         )
     }
 
@@ -432,84 +481,43 @@ impl MkvReader {
         let end = self.decoder.position() as u64;
         let tag = positioned.tag;
         let id = tag.get_id() as u32;
-        match tag {
-            MatroskaSpec::Ebml(Master::Full(children)) => {
-                self.capture = None;
-                let header = self.ebml_header(offset, &children)?;
-                self.doc = DocState::ExpectSegment;
-                self.events.push_back((MkvEvent::Header(header), end));
-            }
-            MatroskaSpec::Segment(Master::Start) => {
+        match tag.as_master() {
+            Some(Master::Start) => {
                 let size = match self.front_master {
                     Some((at, size)) if at == offset => size,
                     _ => None,
                 };
-                self.open.push(id);
-                self.doc = DocState::InSegment;
-                self.events
-                    .push_back((MkvEvent::SegmentStart { size }, end));
+                let end = size.map(|s| end.saturating_add(s));
+                self.open.push(OpenMaster { id, end });
+                return self.master_start(id, offset);
             }
-            MatroskaSpec::Segment(Master::End) => {
+            Some(Master::End) => {
+                let result = self.master_end(id, end);
                 self.open.pop();
-                self.doc = DocState::AfterSegment;
-                self.events.push_back((MkvEvent::SegmentEnd, end));
+                return result;
             }
-            MatroskaSpec::Info(Master::Full(children)) => {
-                self.capture = None;
-                let info = self.segment_info(offset, &children)?;
-                self.events.push_back((MkvEvent::Info(info), end));
+            Some(Master::Full(_)) => return Ok(()), // Never requested.
+            None => {}
+        }
+        match tag {
+            MatroskaSpec::SimpleBlock(data) => {
+                self.check_block_allowed(offset, id)?;
+                self.push_frames(offset, end, id, data, None)?;
             }
-            MatroskaSpec::Tracks(Master::Full(children)) => {
-                self.capture = None;
-                let mut tracks = Vec::new();
-                for child in &children {
-                    if let Some(entry) = full_children(child, ids::TRACK_ENTRY) {
-                        tracks.push(self.track(offset, entry)?);
-                    }
+            MatroskaSpec::Block(data) => {
+                self.check_block_allowed(offset, id)?;
+                if let Some(group) = self.group.as_mut() {
+                    group.block = Some((offset, data));
                 }
-                self.events.push_back((MkvEvent::Tracks(tracks), end));
             }
-            MatroskaSpec::Tags(Master::Full(children)) => {
-                self.capture = None;
-                let mut tags = Vec::new();
-                for child in &children {
-                    if let Some(tag) = full_children(child, ids::TAG) {
-                        for simple in tag {
-                            if let Some(simple) = full_children(simple, ids::SIMPLE_TAG) {
-                                collect_simple_tag(simple, &mut tags);
-                            }
-                        }
-                    }
+            MatroskaSpec::ReferenceBlock(_) => {
+                if let Some(group) = self.group.as_mut() {
+                    group.referenced = true;
                 }
-                self.events.push_back((MkvEvent::Tags(tags), end));
-            }
-            MatroskaSpec::Cluster(Master::Start) => {
-                self.open.push(id);
-                self.cluster = Some(ClusterState {
-                    offset,
-                    timecode: None,
-                });
-            }
-            MatroskaSpec::Cluster(Master::End) => {
-                self.open.pop();
-                let cluster = self.cluster.take();
-                if let Some(ClusterState {
-                    offset,
-                    timecode: None,
-                }) = cluster
-                {
-                    return Err(self.error(
-                        MkvErrorKind::Invalid,
-                        offset,
-                        Some(ids::CLUSTER),
-                        "Cluster has no Timecode",
-                    ));
-                }
-                self.events.push_back((MkvEvent::ClusterEnd, end));
             }
             MatroskaSpec::Timestamp(timecode) => {
                 let Some(cluster) = self.cluster.as_mut() else {
-                    return Ok(()); // The decoder only lets it appear inside a Cluster.
+                    return Ok(()); // Only allowed inside a Cluster.
                 };
                 if cluster.timecode.is_some() {
                     return Err(self.error(
@@ -523,31 +531,149 @@ impl MkvReader {
                 self.events
                     .push_back((MkvEvent::ClusterStart { timecode }, end));
             }
-            MatroskaSpec::SimpleBlock(data) => {
-                self.check_block_allowed(offset, id)?;
-                self.push_frames(offset, end, id, data, None)?;
+            other => self.assembled_value(offset, id, &other)?,
+        }
+        Ok(())
+    }
+
+    fn master_start(&mut self, id: u32, offset: u64) -> Result<(), MkvError> {
+        let end = self.decoder.position() as u64;
+        match id {
+            ids::EBML => {
+                let header = EbmlHeader {
+                    doc_type: "matroska".to_owned(),
+                    doc_type_version: 1,
+                    doc_type_read_version: 1,
+                };
+                self.assembly = Some((id, offset, Assembly::Header(header)));
             }
-            MatroskaSpec::BlockGroup(Master::Start) => {
-                self.open.push(id);
+            ids::SEGMENT => {
+                let size = match self.front_master {
+                    Some((at, size)) if at == offset => size,
+                    _ => None,
+                };
+                self.doc = DocState::InSegment;
+                self.events
+                    .push_back((MkvEvent::SegmentStart { size }, end));
+            }
+            ids::INFO => self.assembly = Some((id, offset, Assembly::Info(SegmentInfo::default()))),
+            ids::TRACKS => self.assembly = Some((id, offset, Assembly::Tracks(Vec::new(), None))),
+            ids::TAGS => self.assembly = Some((id, offset, Assembly::Tags(Vec::new(), Vec::new()))),
+            ids::TRACK_ENTRY => {
+                if let Some((_, _, Assembly::Tracks(_, entry))) = &mut self.assembly {
+                    *entry = Some((offset, empty_track()));
+                }
+            }
+            ids::VIDEO | ids::AUDIO => {
+                if let Some((_, _, Assembly::Tracks(_, Some((_, track))))) = &mut self.assembly {
+                    if id == ids::VIDEO {
+                        track.video = Some(VideoSettings {
+                            pixel_width: 0,
+                            pixel_height: 0,
+                        });
+                    } else {
+                        track.audio = Some(AudioSettings {
+                            sampling_frequency: 8000.0,
+                            channels: 1,
+                            bit_depth: None,
+                        });
+                    }
+                }
+            }
+            ids::SIMPLE_TAG => {
+                if let Some((_, _, Assembly::Tags(tags, open))) = &mut self.assembly {
+                    // Placed now, filled in as its children arrive: nested tags follow it.
+                    open.push(tags.len());
+                    tags.push(SimpleTag::string("", ""));
+                }
+            }
+            ids::CLUSTER => {
+                self.cluster = Some(ClusterState {
+                    offset,
+                    timecode: None,
+                })
+            }
+            ids::BLOCK_GROUP => {
                 self.group = Some(GroupState {
                     offset,
                     block: None,
                     referenced: false,
                 });
             }
-            MatroskaSpec::Block(data) => {
-                self.check_block_allowed(offset, id)?;
-                if let Some(group) = self.group.as_mut() {
-                    group.block = Some((offset, data));
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn master_end(&mut self, id: u32, end: u64) -> Result<(), MkvError> {
+        match id {
+            ids::EBML | ids::INFO | ids::TRACKS | ids::TAGS => {
+                let Some((_, offset, assembly)) = self.assembly.take() else {
+                    return Ok(());
+                };
+                let event = match assembly {
+                    Assembly::Header(header) => {
+                        if header.doc_type != "matroska" && header.doc_type != "webm" {
+                            return Err(self.error(
+                                MkvErrorKind::Invalid,
+                                offset,
+                                None,
+                                format!(
+                                    "DocType {:?} is neither \"matroska\" nor \"webm\"",
+                                    header.doc_type
+                                ),
+                            ));
+                        }
+                        self.doc = DocState::ExpectSegment;
+                        MkvEvent::Header(header)
+                    }
+                    Assembly::Info(info) => MkvEvent::Info(info),
+                    Assembly::Tracks(tracks, _) => MkvEvent::Tracks(tracks),
+                    Assembly::Tags(tags, _) => MkvEvent::Tags(tags),
+                };
+                self.events.push_back((event, end));
+            }
+            ids::TRACK_ENTRY => {
+                let Some((_, _, Assembly::Tracks(tracks, entry))) = &mut self.assembly else {
+                    return Ok(());
+                };
+                if let Some((offset, track)) = entry.take() {
+                    if track.number == 0 {
+                        return Err(self.error(
+                            MkvErrorKind::Invalid,
+                            offset,
+                            None,
+                            "TrackEntry has no TrackNumber (or TrackNumber 0)",
+                        ));
+                    }
+                    tracks.push(track);
                 }
             }
-            MatroskaSpec::ReferenceBlock(_) => {
-                if let Some(group) = self.group.as_mut() {
-                    group.referenced = true;
+            ids::SIMPLE_TAG => {
+                if let Some((_, _, Assembly::Tags(_, open))) = &mut self.assembly {
+                    open.pop();
                 }
             }
-            MatroskaSpec::BlockGroup(Master::End) => {
-                self.open.pop();
+            ids::SEGMENT => {
+                self.doc = DocState::AfterSegment;
+                self.events.push_back((MkvEvent::SegmentEnd, end));
+            }
+            ids::CLUSTER => {
+                if let Some(ClusterState {
+                    offset,
+                    timecode: None,
+                }) = self.cluster.take()
+                {
+                    return Err(self.error(
+                        MkvErrorKind::Invalid,
+                        offset,
+                        None,
+                        "Cluster has no Timecode",
+                    ));
+                }
+                self.events.push_back((MkvEvent::ClusterEnd, end));
+            }
+            ids::BLOCK_GROUP => {
                 let Some(group) = self.group.take() else {
                     return Ok(());
                 };
@@ -555,22 +681,29 @@ impl MkvReader {
                     return Err(self.error(
                         MkvErrorKind::Invalid,
                         group.offset,
-                        Some(id),
+                        None,
                         "BlockGroup has no Block",
                     ));
                 };
                 self.push_frames(block_offset, end, ids::BLOCK, data, Some(!group.referenced))?;
             }
-            other => match other.as_master() {
-                Some(Master::Start) => self.open.push(id),
-                Some(Master::End) => {
-                    self.open.pop();
-                }
-                // Everything else (SeekHead, Cues, Void, Position, unknown IDs, ...) is skipped.
-                _ => {}
-            },
+            _ => {}
         }
         Ok(())
+    }
+
+    /// A value inside the EBML header, Info, Tracks or Tags: stored in the element being read.
+    fn assembled_value(
+        &mut self,
+        offset: u64,
+        id: u32,
+        tag: &MatroskaSpec,
+    ) -> Result<(), MkvError> {
+        let Some((_, _, assembly)) = &mut self.assembly else {
+            return Ok(());
+        };
+        store_value(assembly, id, tag)
+            .map_err(|message| self.error(MkvErrorKind::Invalid, offset, Some(id), message))
     }
 
     fn check_block_allowed(&self, offset: u64, id: u32) -> Result<(), MkvError> {
@@ -596,19 +729,23 @@ impl MkvReader {
         data: Vec<u8>,
         key: Option<bool>,
     ) -> Result<(), MkvError> {
+        // The decoder hands us the block in its own Vec: `Bytes` takes it over without a copy,
+        // and every frame is a slice of it.
         let data = Bytes::from(data);
+        let in_group = key.is_some();
         let bad = |this: &Self, message: String| {
-            this.error(MkvErrorKind::Invalid, offset, Some(id), message)
+            // A Block's error path runs through its BlockGroup, which is still open.
+            let element = if in_group { Some(ids::BLOCK) } else { Some(id) };
+            this.error(MkvErrorKind::Invalid, offset, element, message)
         };
         let header = block::parse_header(&data).map_err(|m| bad(self, m))?;
         let frames = block::frames(&data, &header).map_err(|m| bad(self, m))?;
-        let simple = key.is_none();
         let template = Frame {
             track: header.track,
             timecode: header.timecode,
             key: key.unwrap_or(header.flags & FLAG_KEY != 0),
             invisible: header.flags & FLAG_INVISIBLE != 0,
-            discardable: simple && header.flags & FLAG_DISCARDABLE != 0,
+            discardable: !in_group && header.flags & FLAG_DISCARDABLE != 0,
             data: Bytes::new(),
         };
         match frames {
@@ -630,168 +767,6 @@ impl MkvReader {
             }
         }
         Ok(())
-    }
-
-    fn ebml_header(&self, offset: u64, children: &[MatroskaSpec]) -> Result<EbmlHeader, MkvError> {
-        let mut header = EbmlHeader {
-            doc_type: "matroska".to_owned(),
-            doc_type_version: 1,
-            doc_type_read_version: 1,
-        };
-        for child in children {
-            let id = child.get_id() as u32;
-            let uint = child.as_unsigned_int().copied();
-            match (id, uint) {
-                (ids::DOC_TYPE, _) => {
-                    header.doc_type = clean_string(child.as_utf8().unwrap_or_default());
-                }
-                (ids::DOC_TYPE_VERSION, Some(v)) => header.doc_type_version = v,
-                (ids::DOC_TYPE_READ_VERSION, Some(v)) => header.doc_type_read_version = v,
-                (ids::EBML_READ_VERSION, Some(v)) if v > 1 => {
-                    return Err(self.error(
-                        MkvErrorKind::Invalid,
-                        offset,
-                        Some(ids::EBML),
-                        format!("EBMLReadVersion {v} is not supported (only 1)"),
-                    ));
-                }
-                (ids::EBML_MAX_ID_LENGTH, Some(v)) if v > 4 => {
-                    return Err(self.error(
-                        MkvErrorKind::Invalid,
-                        offset,
-                        Some(ids::EBML),
-                        format!("EBMLMaxIDLength {v} is not supported (at most 4)"),
-                    ));
-                }
-                (ids::EBML_MAX_SIZE_LENGTH, Some(v)) if v > 8 => {
-                    return Err(self.error(
-                        MkvErrorKind::Invalid,
-                        offset,
-                        Some(ids::EBML),
-                        format!("EBMLMaxSizeLength {v} is not supported (at most 8)"),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        if header.doc_type != "matroska" && header.doc_type != "webm" {
-            return Err(self.error(
-                MkvErrorKind::Invalid,
-                offset,
-                Some(ids::EBML),
-                format!(
-                    "DocType {:?} is neither \"matroska\" nor \"webm\"",
-                    header.doc_type
-                ),
-            ));
-        }
-        Ok(header)
-    }
-
-    fn segment_info(
-        &self,
-        offset: u64,
-        children: &[MatroskaSpec],
-    ) -> Result<SegmentInfo, MkvError> {
-        let mut info = SegmentInfo::default();
-        for child in children {
-            match child.get_id() as u32 {
-                ids::TIMECODE_SCALE => {
-                    let scale = child.as_unsigned_int().copied().unwrap_or_default();
-                    if scale == 0 {
-                        return Err(self.error(
-                            MkvErrorKind::Invalid,
-                            offset,
-                            Some(ids::INFO),
-                            "TimecodeScale is 0",
-                        ));
-                    }
-                    info.timecode_scale = scale;
-                }
-                ids::SEGMENT_UID => {
-                    info.segment_uid = child.as_binary().map(Bytes::copy_from_slice)
-                }
-                ids::TITLE => info.title = child.as_utf8().map(clean_string),
-                ids::MUXING_APP => info.muxing_app = child.as_utf8().map(clean_string),
-                ids::WRITING_APP => info.writing_app = child.as_utf8().map(clean_string),
-                ids::DURATION => info.duration = child.as_float().copied(),
-                _ => {}
-            }
-        }
-        Ok(info)
-    }
-
-    fn track(&self, offset: u64, children: &[MatroskaSpec]) -> Result<Track, MkvError> {
-        let mut track = Track {
-            number: 0,
-            uid: None,
-            track_type: 0,
-            codec_id: String::new(),
-            codec_private: None,
-            name: None,
-            default_duration: None,
-            video: None,
-            audio: None,
-        };
-        for child in children {
-            let uint = child.as_unsigned_int().copied();
-            match child.get_id() as u32 {
-                ids::TRACK_NUMBER => track.number = uint.unwrap_or_default(),
-                ids::TRACK_UID => track.uid = uint,
-                ids::TRACK_TYPE => track.track_type = uint.unwrap_or_default(),
-                ids::CODEC_ID => track.codec_id = clean_string(child.as_utf8().unwrap_or_default()),
-                ids::CODEC_PRIVATE => {
-                    track.codec_private = child.as_binary().map(Bytes::copy_from_slice);
-                }
-                ids::NAME => track.name = child.as_utf8().map(clean_string),
-                ids::DEFAULT_DURATION => track.default_duration = uint,
-                ids::VIDEO => {
-                    let mut video = VideoSettings {
-                        pixel_width: 0,
-                        pixel_height: 0,
-                    };
-                    for v in full_children(child, ids::VIDEO).unwrap_or_default() {
-                        let value = v.as_unsigned_int().copied().unwrap_or_default();
-                        match v.get_id() as u32 {
-                            ids::PIXEL_WIDTH => video.pixel_width = value,
-                            ids::PIXEL_HEIGHT => video.pixel_height = value,
-                            _ => {}
-                        }
-                    }
-                    track.video = Some(video);
-                }
-                ids::AUDIO => {
-                    let mut audio = AudioSettings {
-                        sampling_frequency: 8000.0,
-                        channels: 1,
-                        bit_depth: None,
-                    };
-                    for a in full_children(child, ids::AUDIO).unwrap_or_default() {
-                        match a.get_id() as u32 {
-                            ids::SAMPLING_FREQUENCY => {
-                                audio.sampling_frequency = a.as_float().copied().unwrap_or(8000.0);
-                            }
-                            ids::CHANNELS => {
-                                audio.channels = a.as_unsigned_int().copied().unwrap_or(1)
-                            }
-                            ids::BIT_DEPTH => audio.bit_depth = a.as_unsigned_int().copied(),
-                            _ => {}
-                        }
-                    }
-                    track.audio = Some(audio);
-                }
-                _ => {}
-            }
-        }
-        if track.number == 0 {
-            return Err(self.error(
-                MkvErrorKind::Invalid,
-                offset,
-                Some(ids::TRACK_ENTRY),
-                "TrackEntry has no TrackNumber (or TrackNumber 0)",
-            ));
-        }
-        Ok(track)
     }
 
     fn decoder_error(&self, e: TagIteratorError) -> MkvError {
@@ -922,17 +897,129 @@ impl MkvReader {
         element: Option<u32>,
         message: impl Into<String>,
     ) -> MkvError {
-        let mut parts: Vec<String> = self.open.iter().map(|&id| element_name(id)).collect();
-        if let Some(c) = self.capture
-            && element != Some(c.id)
-        {
-            parts.push(element_name(c.id));
-        }
+        self.error_in(kind, offset, self.open.len(), element, message)
+    }
+
+    /// An error about an element read ahead, whose parents are the first `depth` open masters.
+    fn error_at_depth(
+        &self,
+        kind: MkvErrorKind,
+        offset: u64,
+        depth: usize,
+        element: u32,
+        message: impl Into<String>,
+    ) -> MkvError {
+        self.error_in(kind, offset, depth, Some(element), message)
+    }
+
+    fn error_in(
+        &self,
+        kind: MkvErrorKind,
+        offset: u64,
+        depth: usize,
+        element: Option<u32>,
+        message: impl Into<String>,
+    ) -> MkvError {
+        let mut parts: Vec<String> = self
+            .open
+            .iter()
+            .take(depth)
+            .map(|m| element_name(m.id))
+            .collect();
         if let Some(id) = element {
             parts.push(element_name(id));
         }
         MkvError::new(kind, offset, parts.join("/"), message)
     }
+}
+
+/// Stores a value of the EBML header, Info, Tracks or Tags in the element being read; `Err` is
+/// the reason the value is refused.
+fn store_value(assembly: &mut Assembly, id: u32, tag: &MatroskaSpec) -> Result<(), String> {
+    let uint = tag.as_unsigned_int().copied();
+    let text = || clean_string(tag.as_utf8().unwrap_or_default());
+    let binary = || tag.as_binary().map(Bytes::copy_from_slice);
+    let unsupported = |what: String| Err(what);
+    match assembly {
+        Assembly::Header(header) => match (id, uint) {
+            (ids::DOC_TYPE, _) => header.doc_type = text(),
+            (ids::DOC_TYPE_VERSION, Some(v)) => header.doc_type_version = v,
+            (ids::DOC_TYPE_READ_VERSION, Some(v)) => header.doc_type_read_version = v,
+            (ids::EBML_READ_VERSION, Some(v)) if v > 1 => {
+                return unsupported(format!("EBMLReadVersion {v} is not supported (only 1)"));
+            }
+            (ids::EBML_MAX_ID_LENGTH, Some(v)) if v > 4 => {
+                return unsupported(format!("EBMLMaxIDLength {v} is not supported (at most 4)"));
+            }
+            (ids::EBML_MAX_SIZE_LENGTH, Some(v)) if v > 8 => {
+                return unsupported(format!(
+                    "EBMLMaxSizeLength {v} is not supported (at most 8)"
+                ));
+            }
+            _ => {}
+        },
+        Assembly::Info(info) => match id {
+            ids::TIMECODE_SCALE => {
+                let scale = uint.unwrap_or_default();
+                if scale == 0 {
+                    return unsupported("TimecodeScale is 0".to_owned());
+                }
+                info.timecode_scale = scale;
+            }
+            ids::SEGMENT_UID => info.segment_uid = binary(),
+            ids::TITLE => info.title = Some(text()),
+            ids::MUXING_APP => info.muxing_app = Some(text()),
+            ids::WRITING_APP => info.writing_app = Some(text()),
+            ids::DURATION => info.duration = tag.as_float().copied(),
+            _ => {}
+        },
+        Assembly::Tracks(_, Some((_, track))) => match id {
+            ids::TRACK_NUMBER => track.number = uint.unwrap_or_default(),
+            ids::TRACK_UID => track.uid = uint,
+            ids::TRACK_TYPE => track.track_type = uint.unwrap_or_default(),
+            ids::CODEC_ID => track.codec_id = text(),
+            ids::CODEC_PRIVATE => track.codec_private = binary(),
+            ids::NAME => track.name = Some(text()),
+            ids::DEFAULT_DURATION => track.default_duration = uint,
+            ids::PIXEL_WIDTH | ids::PIXEL_HEIGHT => {
+                if let Some(video) = track.video.as_mut() {
+                    let v = uint.unwrap_or_default();
+                    if id == ids::PIXEL_WIDTH {
+                        video.pixel_width = v;
+                    } else {
+                        video.pixel_height = v;
+                    }
+                }
+            }
+            ids::SAMPLING_FREQUENCY | ids::CHANNELS | ids::BIT_DEPTH => {
+                if let Some(audio) = track.audio.as_mut() {
+                    match id {
+                        ids::SAMPLING_FREQUENCY => {
+                            audio.sampling_frequency = tag.as_float().copied().unwrap_or(8000.0);
+                        }
+                        ids::CHANNELS => audio.channels = uint.unwrap_or(1),
+                        _ => audio.bit_depth = uint,
+                    }
+                }
+            }
+            _ => {}
+        },
+        Assembly::Tracks(_, None) => {}
+        Assembly::Tags(tags, open) => {
+            let Some(simple) = open.last().and_then(|&i| tags.get_mut(i)) else {
+                return Ok(());
+            };
+            match id {
+                ids::TAG_NAME => simple.name = text(),
+                ids::TAG_STRING => simple.value = TagValue::String(text()),
+                ids::TAG_BINARY => {
+                    simple.value = TagValue::Binary(binary().unwrap_or_default());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An element header read ahead of the decoder.
@@ -982,56 +1069,63 @@ fn peek_header(buf: &[u8]) -> Result<Option<PeekedHeader>, String> {
     }))
 }
 
-/// Whether an element with this ID closes an unknown-size level-1 master (a sibling or parent:
-/// a known element at the top level or directly under Segment).
-fn ends_unknown_level1(id: u32) -> bool {
-    let id = u64::from(id);
-    MatroskaSpec::get_tag_data_type(id).is_some()
-        && MatroskaSpec::get_path_by_id(id)
+/// Whether the decoder closes an unknown-size master `current` when element `next` comes:
+/// `next` is its parent or sibling, or a top-level element (ebml-iterable's rule, which we
+/// replay to know which masters will be open).
+fn ends(current: u32, next: u32) -> bool {
+    let current_path = MatroskaSpec::get_path_by_id(u64::from(current));
+    let next64 = u64::from(next);
+    let next_path = MatroskaSpec::get_path_by_id(next64);
+    current_path.contains(&PathPart::Id(next64))
+        || current_path == next_path
+        || (MatroskaSpec::get_tag_data_type(next64).is_some() && next_path.is_empty())
+}
+
+/// Whether a known element may sit in these masters. Global elements (Void, CRC-32) may sit
+/// anywhere; SimpleTag may also sit in a SimpleTag (Matroska allows nesting them, the
+/// specification in webm-iterable does not).
+fn allowed_in(id: u32, parents: &[OpenMaster]) -> bool {
+    let path = MatroskaSpec::get_path_by_id(u64::from(id));
+    if path.iter().any(|p| matches!(p, PathPart::Global(_))) {
+        return true;
+    }
+    let mut chain: Vec<u32> = Vec::with_capacity(parents.len());
+    for m in parents {
+        if !(m.id == ids::SIMPLE_TAG && chain.last() == Some(&ids::SIMPLE_TAG)) {
+            chain.push(m.id);
+        }
+    }
+    if id == ids::SIMPLE_TAG && chain.last() == Some(&ids::SIMPLE_TAG) {
+        chain.pop();
+    }
+    path.len() == chain.len()
+        && path
             .iter()
-            .all(|p| matches!(p, PathPart::Id(_)))
-        && MatroskaSpec::get_path_by_id(id).len() <= 1
+            .zip(&chain)
+            .all(|(p, &m)| *p == PathPart::Id(u64::from(m)))
 }
 
-/// The children of a `Master::Full` element with this ID.
-fn full_children(tag: &MatroskaSpec, id: u32) -> Option<&[MatroskaSpec]> {
-    if tag.get_id() != u64::from(id) {
-        return None;
-    }
-    match tag.as_master() {
-        Some(Master::Full(children)) => Some(children),
-        _ => None,
-    }
+/// A child of Segment.
+fn is_level1(id: u32) -> bool {
+    MatroskaSpec::get_path_by_id(u64::from(id)) == [PathPart::Id(u64::from(ids::SEGMENT))]
 }
 
-/// Appends a SimpleTag, then the SimpleTags nested in it, in document order.
-fn collect_simple_tag(children: &[MatroskaSpec], out: &mut Vec<SimpleTag>) {
-    let mut name = String::new();
-    let mut value = None;
-    for child in children {
-        match child.get_id() as u32 {
-            ids::TAG_NAME => name = clean_string(child.as_utf8().unwrap_or_default()),
-            ids::TAG_STRING => {
-                value = Some(TagValue::String(clean_string(
-                    child.as_utf8().unwrap_or_default(),
-                )));
-            }
-            ids::TAG_BINARY => {
-                value = child
-                    .as_binary()
-                    .map(|b| TagValue::Binary(Bytes::copy_from_slice(b)));
-            }
-            _ => {}
-        }
-    }
-    out.push(SimpleTag {
-        name,
-        value: value.unwrap_or(TagValue::String(String::new())),
-    });
-    for child in children {
-        if let Some(nested) = full_children(child, ids::SIMPLE_TAG) {
-            collect_simple_tag(nested, out);
-        }
+/// The elements read into one event, bounded by `max_element_bytes` as a whole.
+fn is_assembled(id: u32) -> bool {
+    matches!(id, ids::EBML | ids::INFO | ids::TRACKS | ids::TAGS)
+}
+
+fn empty_track() -> Track {
+    Track {
+        number: 0,
+        uid: None,
+        track_type: 0,
+        codec_id: String::new(),
+        codec_private: None,
+        name: None,
+        default_duration: None,
+        video: None,
+        audio: None,
     }
 }
 
