@@ -298,6 +298,7 @@ async fn retention_loop(state: Arc<AppState>, mut shutdown_rx: watch::Receiver<b
             Ok(_) => {}
             Err(e) => warn!("retention pass failed: {e}"),
         }
+        crate::video::ingest::prune_sessions(state.store()).await;
     }
 }
 

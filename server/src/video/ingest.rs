@@ -1116,3 +1116,118 @@ pub async fn run(
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Session blobs after retention
+// ---------------------------------------------------------------------------------------------
+
+/// Removes the stored ingest sessions no fragment refers to any more: those older than the
+/// session of each video stream's oldest fragment. The newest session always stays (an upload
+/// may be using it). Run after each retention pass.
+pub async fn prune_sessions(store: &Store) {
+    for meta in store.list_streams() {
+        if meta.kind != timeshard_storage::StreamKind::Video {
+            continue;
+        }
+        let Some(info) = store.stream(&meta.name) else {
+            continue;
+        };
+        let Some(shard) = info.shards.first().map(|s| s.uid) else {
+            continue;
+        };
+        let latest = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.latest_blob_blocking(meta.id)).await
+        };
+        let Ok(Ok(Some((latest, _)))) = latest else {
+            continue;
+        };
+        let oldest = store
+            .read(shard, Position::Oldest, ReadLimits::new(1, usize::MAX))
+            .await
+            .ok()
+            .and_then(|b| b.records.into_iter().next())
+            .and_then(|r| FragmentKey::decode(&r.key).ok())
+            .map(|k| k.session);
+        let below = oldest.map_or(latest, |s| s.min(latest));
+        match store.prune_blobs(meta.id, below).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(stream = %meta.name, sessions = n, "pruned ingest sessions"),
+            Err(e) => {
+                tracing::warn!(stream = %meta.name, error = %e, "pruning ingest sessions failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use timeshard_storage::options::StoreOptions;
+    use timeshard_storage::{NewRecord, NewShard, NewStream, StreamKind};
+
+    use super::*;
+
+    fn key(session: u64) -> Bytes {
+        FragmentKey {
+            session,
+            cluster_timecode: 0,
+            duration_ms: 1000,
+            media_bytes: 1,
+            frames: 1,
+            live_number: 0,
+        }
+        .encode()
+    }
+
+    #[tokio::test]
+    async fn sessions_older_than_the_oldest_fragment_are_pruned_and_the_newest_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("opens");
+        let info = store
+            .create_stream(NewStream::new(
+                "video/cam",
+                StreamKind::Video,
+                3_600_000,
+                vec![NewShard::whole_key_range()],
+            ))
+            .await
+            .expect("creates");
+        let (id, shard) = (info.meta.id, info.shards[0].uid);
+        for n in 1..=3 {
+            assert_eq!(
+                store.put_blob(id, Bytes::from(vec![n])).await.expect("put"),
+                u64::from(n)
+            );
+        }
+        // No fragments: everything but the newest session goes.
+        prune_sessions(&store).await;
+        assert_eq!(store.blob_blocking(id, 2).expect("reads"), None);
+        assert!(store.blob_blocking(id, 3).expect("reads").is_some());
+
+        let s4 = store
+            .put_blob(id, Bytes::from_static(b"4"))
+            .await
+            .expect("put");
+        let s5 = store
+            .put_blob(id, Bytes::from_static(b"5"))
+            .await
+            .expect("put");
+        store
+            .append(
+                shard,
+                vec![NewRecord {
+                    key: key(s4),
+                    payload: Bytes::from_static(b"x"),
+                    producer_ts_ms: Some(1),
+                    flags: 0,
+                }],
+            )
+            .await
+            .expect("appends");
+        // The oldest fragment refers to session 4: 3 goes, 4 and 5 stay.
+        prune_sessions(&store).await;
+        assert_eq!(store.blob_blocking(id, 3).expect("reads"), None);
+        assert!(store.blob_blocking(id, s4).expect("reads").is_some());
+        assert!(store.blob_blocking(id, s5).expect("reads").is_some());
+    }
+}
