@@ -188,8 +188,11 @@ pub fn format_timestamp_ms(ms: i64) -> String {
     format!("{sign}{}.{:03}", abs / 1000, abs % 1000)
 }
 
-/// Default bound on one fragment's frame data (AWS limits fragments to 50 MB).
+/// Default bound on one fragment's frames (AWS limits fragments to 50 MB).
 pub const DEFAULT_MAX_FRAGMENT_BYTES: u64 = 256 << 20;
+
+/// What a [`Frame`] costs in memory besides its data, counted against the fragment limit.
+const FRAME_OVERHEAD: usize = std::mem::size_of::<Frame>();
 
 /// Where the reader is in the current document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,7 +232,8 @@ impl FragmentReader {
         Self::with_limits(ReaderLimits::default(), DEFAULT_MAX_FRAGMENT_BYTES)
     }
 
-    /// A reader with these MKV limits and this bound on one fragment's frame data.
+    /// A reader with these MKV limits and this bound on one fragment's frames (their data plus
+    /// the size of a `Frame` each).
     pub fn with_limits(limits: ReaderLimits, max_fragment_bytes: u64) -> Self {
         FragmentReader {
             reader: MkvReader::with_limits(limits),
@@ -336,14 +340,16 @@ impl FragmentReader {
                 self.stage = Stage::Inside;
             }
             MkvEvent::Frame(frame) => {
-                self.current_bytes += frame.data.len() as u64;
+                // Counted with the memory a Frame takes besides its data, so that a stream of
+                // empty frames is bounded too.
+                self.current_bytes += (frame.data.len() + FRAME_OVERHEAD) as u64;
                 if self.current_bytes > self.max_fragment_bytes {
                     return Err(MkvError {
                         offset: self.reader.position(),
                         kind: MkvErrorKind::TooLarge,
                         path: "Segment/Cluster".to_owned(),
                         message: format!(
-                            "fragment frame data exceeds the {}-byte fragment limit",
+                            "the fragment's frames exceed the {}-byte fragment limit",
                             self.max_fragment_bytes
                         ),
                     });

@@ -381,10 +381,33 @@ fn read_fragments_over_a_blocking_reader() {
 fn fragment_size_is_bounded() {
     let mut body = Vec::new();
     document(&mut body, &[], Some(0), &[]);
-    let mut reader = FragmentReader::with_limits(ReaderLimits::default(), 7);
+    let mut reader = FragmentReader::with_limits(ReaderLimits::default(), 100);
     reader.push(&body);
-    let e = reader.finish().expect_err("8 bytes of frames > 7");
+    let e = reader
+        .finish()
+        .expect_err("two frames are more than 100 bytes in memory");
     assert_eq!(e.kind, MkvErrorKind::TooLarge);
+
+    // A flood of empty frames in one fragment is bounded too.
+    let mut body = Vec::new();
+    write::ebml_header(&mut body);
+    write::segment_start_unknown(&mut body);
+    write::cluster_start_unknown(&mut body, 0);
+    let mut reader = FragmentReader::with_limits(ReaderLimits::default(), 1 << 20);
+    reader.push(&body);
+    let mut block = Vec::new();
+    write::simple_block(&mut block, &frame(1, 0, true, b""));
+    let blocks = block.repeat(1000);
+    let e = loop {
+        reader.push(&blocks);
+        match reader.next_fragment() {
+            Ok(None) => {}
+            Ok(Some(_)) => panic!("no fragment is complete"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(e.kind, MkvErrorKind::TooLarge);
+    assert!(e.message.contains("fragment limit"), "{e}");
 }
 
 #[test]

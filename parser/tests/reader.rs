@@ -671,6 +671,37 @@ fn size_bombs_in_other_elements_are_rejected() {
 }
 
 #[test]
+fn expansion_is_bounded() {
+    // Masters nested deeper than any Matroska document needs.
+    let mut input = Vec::new();
+    write::ebml_header(&mut input);
+    write::segment_start_unknown(&mut input);
+    write::element_header(&mut input, ids::TAGS, Some(1 << 20));
+    write::element_header(&mut input, ids::TAG, Some(1 << 19));
+    let mut size = 1 << 18;
+    for _ in 0..1000 {
+        write::element_header(&mut input, ids::SIMPLE_TAG, Some(size));
+        size -= 5; // Each child fits in its parent: 2 ID bytes and 3 size bytes less.
+    }
+    let e = pushed_error(&mut MkvReader::new(), &input, input.len());
+    assert_eq!(e.kind, MkvErrorKind::Invalid);
+    assert_eq!(e.message, "masters nested more than 32 deep");
+
+    // Millions of empty SimpleTags would take 20 times their size in memory.
+    let mut input = Vec::new();
+    write::ebml_header(&mut input);
+    write::segment_start_unknown(&mut input);
+    write::element_header(&mut input, ids::TAGS, None);
+    write::element_header(&mut input, ids::TAG, Some(3 * 200_000));
+    for _ in 0..200_000 {
+        write::element_header(&mut input, ids::SIMPLE_TAG, Some(0));
+    }
+    let e = pushed_error(&mut MkvReader::new(), &input, input.len());
+    assert_eq!(e.kind, MkvErrorKind::TooLarge);
+    assert_eq!(e.message, "Tags holds more than 100000 SimpleTags");
+}
+
+#[test]
 fn huge_masters_that_are_streamed_are_not_buffered() {
     // A Cluster declaring 1 TiB streams its frames and only fails at the end of the input.
     let mut input = Vec::new();

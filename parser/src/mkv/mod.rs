@@ -10,7 +10,7 @@
 //!   body, a file and a test vector. It is built on ebml-iterable's `TagDecoder`, with our own
 //!   look at every element header first so that a hostile size field is rejected before any byte
 //!   of the element is buffered (see [`ReaderLimits`]).
-//! - [`write`] appends MKV elements to a `Vec<u8>`: hand-written EBML encoding, because the
+//! - [`write`](mod@write) appends MKV elements to a `Vec<u8>`: hand-written EBML encoding, because the
 //!   server writes a SimpleBlock header per frame on the GetMedia hot path and
 //!   `ebml_iterable::TagWriter` flushes its destination once per element.
 //!

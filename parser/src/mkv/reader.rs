@@ -92,6 +92,15 @@ enum Assembly {
     Tags(Vec<SimpleTag>, Vec<usize>),
 }
 
+/// Deepest nesting of masters accepted. Matroska needs about 8 levels; the bound keeps the
+/// per-element work (ours and the decoder's, both linear in the depth) small.
+const MAX_DEPTH: usize = 32;
+
+/// Bounds on what one Tags or Tracks element may expand to: an empty SimpleTag takes 3 bytes
+/// in the input and about 60 in memory, so the byte limit alone would allow a 20x expansion.
+const MAX_SIMPLE_TAGS: usize = 100_000;
+const MAX_TRACK_ENTRIES: usize = 1_000;
+
 #[derive(Debug)]
 struct ClusterState {
     offset: u64,
@@ -331,6 +340,10 @@ impl MkvReader {
             return Err(self.error_in(MkvErrorKind::Invalid, pos, known_depth, None, message));
         }
         let parents = &self.open[..depth];
+        if is_master && depth >= MAX_DEPTH {
+            let message = format!("masters nested more than {MAX_DEPTH} deep");
+            return Err(self.error_at_depth(MkvErrorKind::Invalid, pos, depth, id, message));
+        }
 
         if depth == 0 {
             self.check_document_shape(pos, id, self.doc_after_closing(0))?;
@@ -397,8 +410,10 @@ impl MkvReader {
                     human_bytes(max)
                 )
             } else {
+                let unknown_size = parents.iter().any(|m| m.id == root && m.end.is_none());
+                let of = if unknown_size { " of unknown size" } else { "" };
                 format!(
-                    "{name} of unknown size grows past the {} element limit",
+                    "{name}{of} grows past the {} element limit",
                     human_bytes(max)
                 )
             };
@@ -560,7 +575,12 @@ impl MkvReader {
             ids::TRACKS => self.assembly = Some((id, offset, Assembly::Tracks(Vec::new(), None))),
             ids::TAGS => self.assembly = Some((id, offset, Assembly::Tags(Vec::new(), Vec::new()))),
             ids::TRACK_ENTRY => {
-                if let Some((_, _, Assembly::Tracks(_, entry))) = &mut self.assembly {
+                if let Some((_, _, Assembly::Tracks(tracks, entry))) = &mut self.assembly {
+                    if tracks.len() >= MAX_TRACK_ENTRIES {
+                        let message =
+                            format!("Tracks holds more than {MAX_TRACK_ENTRIES} TrackEntries");
+                        return Err(self.error(MkvErrorKind::TooLarge, offset, None, message));
+                    }
                     *entry = Some((offset, empty_track()));
                 }
             }
@@ -582,6 +602,10 @@ impl MkvReader {
             }
             ids::SIMPLE_TAG => {
                 if let Some((_, _, Assembly::Tags(tags, open))) = &mut self.assembly {
+                    if tags.len() >= MAX_SIMPLE_TAGS {
+                        let message = format!("Tags holds more than {MAX_SIMPLE_TAGS} SimpleTags");
+                        return Err(self.error(MkvErrorKind::TooLarge, offset, None, message));
+                    }
                     // Placed now, filled in as its children arrive: nested tags follow it.
                     open.push(tags.len());
                     tags.push(SimpleTag::string("", ""));
