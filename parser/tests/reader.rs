@@ -948,3 +948,47 @@ fn errors_are_final_and_input_after_finish_is_refused() {
     let e = reader.next_event().expect_err("pushed after finish");
     assert!(e.message.contains("after finish()"), "{e}");
 }
+
+#[test]
+fn mutated_input_never_panics_and_chunking_does_not_change_the_outcome() {
+    let (kvs, _) = kvs_style_document();
+    let bases = [
+        kvs,
+        sample(FILE_SAMPLE),
+        aws_fixture(AWS_MIXED_TAGS)[..2618].to_vec(),
+    ];
+    let mut rng = Rng(2024);
+    for round in 0..300 {
+        let mut input = bases[round % bases.len()].clone();
+        for _ in 0..rng.size(4) {
+            let at = rng.size(input.len()) - 1;
+            match rng.size(4) {
+                1 => input[at] ^= 1 << (rng.size(8) - 1),
+                2 => input[at] = rng.next() as u8,
+                3 => input.truncate(at),
+                _ => {
+                    let junk: Vec<u8> = (0..rng.size(16)).map(|_| rng.next() as u8).collect();
+                    input.splice(at..at, junk);
+                }
+            }
+            if input.is_empty() {
+                break;
+            }
+        }
+        let whole = read_all(&input);
+        let max = rng.size(64);
+        let chunked = read_chunked(&input, |_| rng.size(max));
+        match (&whole, &chunked) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "round {round}"),
+            (Err(a), Err(b)) => {
+                assert_eq!(
+                    (a.kind, a.offset, &a.path),
+                    (b.kind, b.offset, &b.path),
+                    "round {round}: {a} vs {b}: {:02X?}",
+                    &input[..input.len().min(64)]
+                );
+            }
+            _ => panic!("round {round}: {whole:?} vs {chunked:?}"),
+        }
+    }
+}

@@ -310,6 +310,11 @@ impl MkvReader {
             .iter()
             .position(|m| m.end.is_some_and(|end| pos >= end))
             .unwrap_or(self.open.len());
+        if depth < self.open.len() {
+            // The decoder's next step only closes these (it reads no header before it has
+            // handed out their ends), and closing may itself be an error that comes first.
+            return Ok(());
+        }
         // At a document start, garbage is recognizable from its first byte.
         if depth == 0 && self.doc_after_closing(depth) == DocState::ExpectHeader {
             let magic = ids::EBML.to_be_bytes();
@@ -321,7 +326,9 @@ impl MkvReader {
         let header = match peek_header(&self.buf) {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
-            Err(message) => return Err(self.error(MkvErrorKind::Invalid, pos, None, message)),
+            Err(message) => {
+                return Err(self.error_in(MkvErrorKind::Invalid, pos, depth, None, message));
+            }
         };
         let id = header.id;
         let data_type = MatroskaSpec::get_tag_data_type(u64::from(id));
