@@ -165,7 +165,9 @@ struct Pending {
     idx_entries: Vec<IndexEntry>,
     time_entries: Vec<TimeEntry>,
     records: u64,
-    commits_open: Option<Arc<OpenRecordView>>,
+    /// Open records this group commits, in order (a fast producer can commit one, begin the
+    /// next and commit that within one group).
+    commits_open: Vec<Arc<OpenRecordView>>,
 }
 
 enum Piece {
@@ -405,12 +407,10 @@ impl Writer {
                     group.wait(shard, staged, reply);
                 }
                 Command::Abort { shard, view } => {
+                    // A record whose commit is staged is no longer the shard's open record, so
+                    // a late abort of it is a no-op.
                     if let Some(sw) = self.shards.get_mut(&shard)
                         && sw.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, &view))
-                        && group
-                            .pending
-                            .get(&shard)
-                            .is_none_or(|p| p.commits_open.is_none())
                     {
                         clear_open(sw, OpenStatus::Aborted);
                     }
@@ -422,8 +422,9 @@ impl Writer {
                     flags,
                     reply,
                 } => {
-                    self.flush(&mut group);
-                    let _ = reply.send(self.begin(shard, producer_ts_ms, key, flags));
+                    // No flush: a commit of the previous record staged in this group already
+                    // freed the open slot, and the new record's offset follows the group's.
+                    let _ = reply.send(self.begin(&group, shard, producer_ts_ms, key, flags));
                 }
                 Command::CreateStream { new, reply } => {
                     self.flush(&mut group);
@@ -520,8 +521,11 @@ impl Writer {
         Ok(sw)
     }
 
+    /// Opens a record at the shard's next offset: after the records staged in `group`, which
+    /// are not written yet. Should they fail, the record is aborted with them (`flush`).
     fn begin(
         &mut self,
+        group: &Group,
         shard: ShardUid,
         producer_ts_ms: Option<i64>,
         key: Bytes,
@@ -529,13 +533,18 @@ impl Writer {
     ) -> Result<Arc<OpenRecordView>, StoreError> {
         check_key(&key)?;
         let now = self.opts.clock.now_ms();
+        let staged = group
+            .pending
+            .get(&shard)
+            .map(|p| (p.next_offset, p.last_ts_ms));
         let sw = self.shard_writer(shard)?;
         if sw.open.is_some() {
             return Err(StoreError::ShardBusy(shard));
         }
-        let ts = now.max(sw.last_ts_ms);
+        let (next_offset, last_ts_ms) = staged.unwrap_or((sw.next_offset, sw.last_ts_ms));
+        let ts = now.max(last_ts_ms);
         let view = Arc::new(OpenRecordView::new(
-            sw.next_offset,
+            next_offset,
             ts,
             producer_ts_ms,
             flags,
@@ -612,7 +621,7 @@ impl Writer {
             idx_entries: Vec::new(),
             time_entries: Vec::new(),
             records: 0,
-            commits_open: None,
+            commits_open: Vec::new(),
         });
         let ts = match &commits_open {
             Some(view) => {
@@ -655,8 +664,13 @@ impl Writer {
         }
         p.last_ts_ms = ts;
         p.first_ts_ms = p.first_ts_ms.min(ts);
-        if commits_open.is_some() {
-            p.commits_open = commits_open;
+        if let Some(view) = commits_open {
+            p.commits_open.push(view);
+            // Staged: the shard is free for the next open record, which takes the offset after
+            // this one. Readers still see this record as open until it is published.
+            if let Some(sw) = self.shards.get_mut(&shard) {
+                sw.open = None;
+            }
         }
         Ok(Appended {
             first_offset,
@@ -808,10 +822,25 @@ impl Writer {
         }
         for (uid, p) in std::mem::take(&mut group.pending) {
             if failed.contains_key(&uid)
-                && let (Some(view), Some(sw)) = (p.commits_open, self.shards.get_mut(&uid))
+                && let Some(sw) = self.shards.get_mut(&uid)
             {
-                // The fragment's bytes did not make it; the record is gone, not half there.
-                if sw.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, &view)) {
+                // The fragments' bytes did not make it; the records are gone, not half there.
+                for view in &p.commits_open {
+                    view.finish(OpenStatus::Aborted);
+                }
+                // (Readers are woken only if something they see changed.)
+                sw.shared.tail.send_if_modified(|t| {
+                    let stale = t
+                        .open
+                        .as_ref()
+                        .is_some_and(|o| p.commits_open.iter().any(|v| Arc::ptr_eq(o, v)));
+                    if stale {
+                        t.open = None;
+                    }
+                    stale
+                });
+                // A record opened after them took an offset past theirs, which is now wrong.
+                if sw.open.as_ref().is_some_and(|o| o.offset != sw.next_offset) {
                     clear_open(sw, OpenStatus::Aborted);
                 }
             }
@@ -1582,22 +1611,20 @@ fn publish(sw: &mut ShardWriter, p: &Pending) {
     view.end_offset.store(p.next_offset, Ordering::Release);
     sw.next_offset = p.next_offset;
     sw.last_ts_ms = p.last_ts_ms;
-    let committed = p
-        .commits_open
-        .as_ref()
-        .is_some_and(|v| sw.open.as_ref().is_some_and(|o| Arc::ptr_eq(o, v)));
-    if committed {
-        sw.open = None;
-    }
     sw.shared.tail.send_modify(|t| {
         t.next_offset = p.next_offset;
         t.last_server_ts_ms = p.last_ts_ms;
-        if committed {
+        // A committed record stops being the open one, unless the next record has already
+        // replaced it.
+        if t.open
+            .as_ref()
+            .is_some_and(|o| p.commits_open.iter().any(|v| Arc::ptr_eq(o, v)))
+        {
             t.open = None;
         }
     });
     // Followers learn of the commit only after the record is readable in the log.
-    if let Some(v) = &p.commits_open {
+    for v in &p.commits_open {
         v.finish(OpenStatus::Committed);
     }
 }

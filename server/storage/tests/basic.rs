@@ -461,3 +461,51 @@ async fn an_open_record_can_be_committed_under_a_new_key() {
     assert_eq!(indexed.len(), 1);
     assert_eq!(indexed[0].key, Bytes::from_static(b"final summary"));
 }
+
+#[tokio::test]
+async fn the_next_record_opens_while_the_previous_commit_is_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let store = open(dir.path(), small_segments(&clock, None));
+    let shard = create(&store, "v", 1).await.shards[0].uid;
+    let mut tail = store.watch(shard).unwrap();
+    let mut offsets = Vec::new();
+    let mut commits = Vec::new();
+    for i in 0..20u8 {
+        let rec = store
+            .begin_record(shard, Some(i64::from(i)), Bytes::from_static(b"k"), 0)
+            .await
+            .unwrap();
+        offsets.push(rec.offset());
+        let follower = rec.view().follow();
+        rec.push(Bytes::from(vec![i; 700])).unwrap();
+        // Queued at once; durability is awaited later, while the next record is open.
+        commits.push((follower, tokio::spawn(rec.commit())));
+    }
+    assert_eq!(
+        offsets,
+        (0..20).collect::<Vec<u64>>(),
+        "offsets follow the staged commits"
+    );
+    for (i, (mut follower, commit)) in commits.into_iter().enumerate() {
+        let appended = commit.await.unwrap().unwrap();
+        assert_eq!(appended.first_offset, i as u64);
+        assert_eq!(
+            follower.next().await,
+            FollowEvent::Chunk(Bytes::from(vec![i as u8; 700]))
+        );
+        assert_eq!(follower.next().await, FollowEvent::Committed);
+    }
+    tail.borrow_and_update();
+    let t = store.tail(shard).unwrap();
+    assert_eq!(t.next_offset, 20);
+    assert!(t.open.is_none(), "no record is open once all are committed");
+    let all = store
+        .read(shard, Position::Oldest, ReadLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(all.records.len(), 20);
+    for (i, r) in all.records.iter().enumerate() {
+        assert_eq!(r.payload, Bytes::from(vec![i as u8; 700]));
+    }
+}

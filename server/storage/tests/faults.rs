@@ -12,7 +12,9 @@ use bytes::Bytes;
 use common::*;
 use timeshard_storage::clock::ManualClock;
 use timeshard_storage::fs::{Fault, FaultyFs, Fs};
-use timeshard_storage::{NewRecord, Position, ReadLimits, ShardUid, Store, StoreError};
+use timeshard_storage::{
+    FollowEvent, NewRecord, Position, ReadLimits, ShardUid, Store, StoreError,
+};
 
 fn rec(i: u64) -> NewRecord {
     NewRecord {
@@ -334,4 +336,60 @@ async fn an_active_segment_with_a_damaged_header_is_moved_aside_and_the_store_op
         .await
         .unwrap();
     assert_eq!(read_back.records[0].payload, rec(1000).payload);
+}
+
+#[tokio::test]
+async fn a_failed_commit_takes_the_record_opened_after_it_along() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "v", 1).await.shards[0].uid;
+    store.append(shard, vec![rec(0)]).await.unwrap();
+    fs.inject(&format!("{:020}", shard.0), Fault::NoSpace);
+    let a = store
+        .begin_record(shard, Some(1), Bytes::from_static(b"a"), 0)
+        .await
+        .unwrap();
+    assert_eq!(a.offset(), 1);
+    a.push(rec(1).payload).unwrap();
+    let a_commit = tokio::spawn(a.commit());
+    // Opened while A's commit may still be staged: whatever the timing, B must not keep an
+    // offset that A's failure invalidated.
+    let b = store
+        .begin_record(shard, Some(2), Bytes::from_static(b"b"), 0)
+        .await
+        .unwrap();
+    let b_offset = b.offset();
+    b.push(rec(2).payload).unwrap();
+    let mut b_follower = b.view().follow();
+    let b_commit = b.commit().await;
+    assert!(
+        a_commit.await.unwrap().is_err(),
+        "the injected fault fails A"
+    );
+    let mut acked = vec![(0u64, rec(0).payload)];
+    match b_commit {
+        Ok(appended) => {
+            // B was opened after A's failure was known: it took A's offset.
+            assert_eq!((b_offset, appended.first_offset), (1, 1));
+            acked.push((1, rec(2).payload));
+        }
+        Err(_) => {
+            assert_eq!(b_offset, 2, "B was opened behind A's staged commit");
+            loop {
+                match b_follower.next().await {
+                    FollowEvent::Chunk(_) => {}
+                    end => {
+                        assert_eq!(end, FollowEvent::Aborted);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    // The shard goes on from the last good record.
+    let c = store.append(shard, vec![rec(3)]).await.unwrap();
+    assert_eq!(c.first_offset, acked.len() as u64);
+    acked.push((c.first_offset, rec(3).payload));
+    assert_eq!(all(&store, shard).await, acked);
+    assert!(store.tail(shard).unwrap().open.is_none());
 }
