@@ -31,7 +31,8 @@
 //! a well-formed AWS4-HMAC-SHA256 header with a dummy signature, and `X-Amz-Date`.
 //!
 //! The results are printed as Markdown table rows in the style of `docs/BENCHMARKS.md`, and a
-//! last `result ...` line of `key=value` pairs for scripts (`tests/bench/records-vs-kinesalite.sh`).
+//! last `result ...` line of `key=value` pairs for scripts (`tests/bench/records-vs-kinesalite.sh`,
+//! `tests/bench/video.sh`).
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -52,6 +53,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use timeshard_storage::options::SyncPolicy;
 use tokio::net::TcpStream;
+
+mod list_fragments;
+mod video;
 
 /// Thread name of the client runtime; the in-process server's threads are named `timeshard`.
 const CLIENT_THREAD_NAME: &str = "bench-client";
@@ -75,6 +79,11 @@ struct Cli {
 enum Command {
     /// PutRecords then GetRecords throughput and latency over HTTP/1.1 (Kinesis Data Streams).
     Records(RecordsArgs),
+    /// PutMedia ingest (throughput, PERSISTED latency) and live GetMedia frame latency over
+    /// HTTP/1.1 (Kinesis Video Streams).
+    Video(video::VideoArgs),
+    /// ListFragments of one hour out of many stored fragments (in-process server only).
+    ListFragments(list_fragments::ListFragmentsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -127,6 +136,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Records(args) => records(&args),
+        Command::Video(args) => video::run(&args),
+        Command::ListFragments(args) => list_fragments::run(&args),
     }
 }
 
@@ -146,17 +157,25 @@ struct LocalServer {
 }
 
 impl LocalServer {
-    fn start(args: &RecordsArgs) -> anyhow::Result<LocalServer> {
-        let parent = match &args.data_parent {
-            Some(p) => p.clone(),
-            None => default_data_parent(),
-        };
+    /// A fresh temporary data directory in `parent` (default: target/bench-data), removed when
+    /// dropped.
+    fn new_data_dir(parent: Option<&Path>, prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+        let parent = parent.map_or_else(default_data_parent, Path::to_path_buf);
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("creating {}", parent.display()))?;
-        let data_dir = tempfile::Builder::new()
-            .prefix("records-")
+        tempfile::Builder::new()
+            .prefix(prefix)
             .tempdir_in(&parent)
-            .with_context(|| format!("creating a data directory in {}", parent.display()))?;
+            .with_context(|| format!("creating a data directory in {}", parent.display()))
+    }
+
+    /// Where the server keeps its store inside `data_dir`.
+    fn store_dir(data_dir: &tempfile::TempDir) -> PathBuf {
+        data_dir.path().join("data")
+    }
+
+    /// Starts timeshard on 127.0.0.1:0 over `data_dir` (fresh, or left by an earlier server).
+    fn start(data_dir: tempfile::TempDir, sync: SyncPolicy) -> anyhow::Result<LocalServer> {
         // Like the `timeshard` binary: a multi-threaded runtime with one worker per core.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -164,9 +183,9 @@ impl LocalServer {
             .build()
             .context("starting the server runtime")?;
         let config = timeshard_server::Config {
-            data_dir: data_dir.path().join("data"),
+            data_dir: LocalServer::store_dir(&data_dir),
             listen: "127.0.0.1:0".parse()?,
-            sync: args.sync,
+            sync,
             ..Default::default()
         };
         let server = runtime
@@ -179,7 +198,13 @@ impl LocalServer {
         })
     }
 
-    fn shutdown(self) {
+    fn url(&self) -> String {
+        format!("http://{}", self.server.local_addr())
+    }
+
+    /// Stops the server and closes its store; the data directory is handed back (drop it to
+    /// remove it).
+    fn shutdown(self) -> tempfile::TempDir {
         let LocalServer {
             runtime,
             server,
@@ -187,7 +212,7 @@ impl LocalServer {
         } = self;
         runtime.block_on(server.shutdown());
         drop(runtime);
-        drop(data_dir);
+        data_dir
     }
 }
 
@@ -219,8 +244,9 @@ fn records(args: &RecordsArgs) -> anyhow::Result<()> {
             local: None,
         },
         None => {
-            let local = LocalServer::start(args)?;
-            let url = format!("http://{}", local.server.local_addr());
+            let data_dir = LocalServer::new_data_dir(args.data_parent.as_deref(), "records-")?;
+            let local = LocalServer::start(data_dir, args.sync)?;
+            let url = local.url();
             Target {
                 endpoint: Endpoint::parse(&url, args.fake_auth)?,
                 label: args
@@ -241,7 +267,7 @@ fn records(args: &RecordsArgs) -> anyhow::Result<()> {
     let outcome = runtime.block_on(run(args, endpoint, &target));
     drop(runtime);
     if let Some(local) = target.local {
-        local.shutdown();
+        drop(local.shutdown());
     }
     let report = outcome?;
     println!("{}", report.markdown);
@@ -476,21 +502,50 @@ impl Conn {
             req.headers_mut().insert(AUTHORIZATION, auth.clone());
             req.headers_mut().insert("x-amz-date", date.clone());
         }
+        self.send(operation, req).await
+    }
+
+    /// One REST-JSON call (the Kinesis Video Streams APIs): `POST <path>` with a JSON body; the
+    /// status and the whole response body.
+    async fn post(&mut self, path: &str, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
+        let req = Request::post(path)
+            .header(HOST, self.endpoint.host.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        self.send(path, req).await
+    }
+
+    /// A REST-JSON call whose answer is parsed as JSON; anything but 200 is an error.
+    async fn post_json(&mut self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let (status, resp) = self
+            .post(path, Bytes::from(serde_json::to_vec(body)?))
+            .await?;
+        if status != StatusCode::OK {
+            bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&resp));
+        }
+        serde_json::from_slice(&resp).with_context(|| format!("{path}: answer is not JSON"))
+    }
+
+    async fn send(
+        &mut self,
+        what: &str,
+        req: Request<Full<Bytes>>,
+    ) -> anyhow::Result<(StatusCode, Bytes)> {
         self.sender
             .ready()
             .await
-            .with_context(|| format!("{operation}: connection lost"))?;
+            .with_context(|| format!("{what}: connection lost"))?;
         let resp = self
             .sender
             .send_request(req)
             .await
-            .with_context(|| format!("{operation}: sending the request"))?;
+            .with_context(|| format!("{what}: sending the request"))?;
         let status = resp.status();
         let body = resp
             .into_body()
             .collect()
             .await
-            .with_context(|| format!("{operation}: reading the response"))?
+            .with_context(|| format!("{what}: reading the response"))?
             .to_bytes();
         Ok((status, body))
     }
@@ -927,6 +982,13 @@ impl Latencies {
     fn p99_ms(&self) -> f64 {
         self.percentile_ms(99.0)
     }
+
+    fn max_ms(&self) -> f64 {
+        self.0
+            .iter()
+            .max()
+            .map_or(f64::NAN, |&us| f64::from(us) / 1e3)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -992,6 +1054,13 @@ impl CpuSource {
 }
 
 impl CpuUse {
+    fn client_s(&self) -> Option<f64> {
+        match *self {
+            CpuUse::InProcess { client_s, .. } => Some(client_s),
+            CpuUse::Unknown | CpuUse::Pid { .. } => None,
+        }
+    }
+
     fn server_s(&self) -> Option<f64> {
         match *self {
             CpuUse::Unknown => None,
