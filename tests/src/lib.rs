@@ -38,6 +38,8 @@ use timeshard_storage::clock::{Clock, SystemClock};
 use timeshard_storage::options::SyncPolicy;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+pub mod putmedia;
+
 /// The access key id every test server accepts.
 pub const ACCESS_KEY_ID: &str = "AKIDTIMESHARDTESTS";
 /// The secret access key paired with [`ACCESS_KEY_ID`].

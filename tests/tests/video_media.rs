@@ -1,0 +1,1959 @@
+//! Kinesis Video Streams media, end to end: PutMedia (our test client, signed like the KVS C
+//! producer, and ffmpeg), GetMedia and the archived-media APIs (the official AWS SDK for Rust),
+//! against a real server each.
+//!
+//! The reference is the sample media itself: every sample is read with the parser's
+//! `MkvReader`, and whatever comes back (acks per cluster, ListFragments timestamps and sizes,
+//! GetMedia frames read with the parser's `FragmentReader`) is compared with it, frame by frame.
+//! Protocol details follow `shared/reference/aws-protocol.md` sections A (PutMedia and its acks),
+//! B (GetMedia) and C (ListFragments, GetMediaForFragmentList).
+//!
+//! GetMedia is a live response that never ends on its own, so it is read document by document
+//! (one MKV document per fragment; a document is complete at its trailing
+//! `AWS_KINESISVIDEO_CONTINUATION_TOKEN` or error tags) and the test stops after the fragments
+//! it expects, with a timeout on every read.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_kinesisvideo::types::ApiName;
+use aws_sdk_kinesisvideoarchivedmedia::primitives::DateTime;
+use aws_sdk_kinesisvideoarchivedmedia::types::{
+    Fragment as ListedFragment, FragmentSelector, FragmentSelectorType, TimestampRange,
+};
+use aws_sdk_kinesisvideomedia::primitives::ByteStream;
+use aws_sdk_kinesisvideomedia::types::{StartSelector, StartSelectorType};
+use bytes::Bytes;
+use timeshard_parser::fragment::tag_names;
+use timeshard_parser::mkv::{self, write};
+use timeshard_parser::{Fragment, Frame, MkvEvent, MkvReader, SegmentInfo, Track, read_fragments};
+use timeshard_storage::SequenceNumber;
+use timeshard_tests::TestServer;
+use timeshard_tests::putmedia::{Ack, AckEventType, BodySource, PutMedia, PutMediaResult, Upload};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// 5 s of H.264, 25 fps, a key frame every second: 5 clusters of 25 frames.
+const VIDEO: &str = "h264-320x240-25fps-1s-gop.mkv";
+/// The same picture with B-frames, plus AAC: 7 clusters.
+const VIDEO_AAC: &str = "h264-aac-320x240.mkv";
+/// How long one read of a media response may take before the test fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(15);
+const ACK_TIMEOUT: Duration = Duration::from_secs(15);
+const HOUR_MS: i64 = 3_600_000;
+
+// ---------------------------------------------------------------------------------------------
+// Samples: what was sent
+// ---------------------------------------------------------------------------------------------
+
+/// One cluster of an MKV input, with where it lies in the bytes.
+#[derive(Debug, Clone)]
+struct Cluster {
+    timecode: u64,
+    /// Offset of the Cluster element (the end of whatever came before it).
+    start: u64,
+    /// Offset just past the cluster's last element.
+    end: u64,
+    frames: Vec<Frame>,
+    /// Offset just past each frame's block.
+    frame_ends: Vec<u64>,
+}
+
+/// An MKV input read with the parser's `MkvReader`.
+#[derive(Debug, Clone)]
+struct Sample {
+    bytes: Bytes,
+    info: SegmentInfo,
+    tracks: Vec<Track>,
+    clusters: Vec<Cluster>,
+}
+
+impl Sample {
+    fn load(name: &str) -> Sample {
+        let path = samples_dir().join(name);
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {path:?}: {e}"));
+        Sample::parse(Bytes::from(bytes))
+    }
+
+    /// Reads a whole (valid) single-document MKV input.
+    fn parse(bytes: Bytes) -> Sample {
+        let mut reader = MkvReader::new();
+        reader.push(&bytes);
+        let mut info = SegmentInfo::default();
+        let mut tracks = Vec::new();
+        let mut clusters: Vec<Cluster> = Vec::new();
+        let mut open: Option<Cluster> = None;
+        let mut before = 0;
+        loop {
+            let event = reader.finish().unwrap_or_else(|e| panic!("sample: {e}"));
+            let Some(event) = event else { break };
+            let at = reader.position();
+            match event {
+                MkvEvent::Info(i) => info = i,
+                MkvEvent::Tracks(t) => tracks = t,
+                MkvEvent::ClusterStart { timecode } => {
+                    assert!(open.is_none(), "cluster inside a cluster");
+                    open = Some(Cluster {
+                        timecode,
+                        start: before,
+                        end: 0,
+                        frames: Vec::new(),
+                        frame_ends: Vec::new(),
+                    });
+                }
+                MkvEvent::Frame(f) => {
+                    let c = open.as_mut().expect("frame outside a cluster");
+                    c.frames.push(f);
+                    c.frame_ends.push(at);
+                }
+                MkvEvent::ClusterEnd => {
+                    let mut c = open.take().expect("cluster end without a cluster");
+                    c.end = *c.frame_ends.last().expect("empty cluster");
+                    clusters.push(c);
+                }
+                _ => {}
+            }
+            before = at;
+        }
+        Sample {
+            bytes,
+            info,
+            tracks,
+            clusters,
+        }
+    }
+
+    fn timecodes(&self) -> Vec<u64> {
+        self.clusters.iter().map(|c| c.timecode).collect()
+    }
+
+    /// The sample's media duration in ms (first cluster to the last cluster's last frame).
+    fn duration_ms(&self) -> u64 {
+        let last = self.clusters.last().unwrap();
+        let end = last.frames.iter().map(|f| f.timecode).max().unwrap();
+        (last.timecode as i64 + i64::from(end)) as u64
+    }
+}
+
+fn samples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("samples")
+}
+
+/// A PutMedia body in the KVS producer's style (unknown-size Segment and Clusters) from the
+/// sample's Info and Tracks and the given clusters.
+fn kvs_document(info: &SegmentInfo, tracks: &[Track], clusters: &[(u64, &[Frame])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    write::ebml_header(&mut out);
+    write::segment_start_unknown(&mut out);
+    write::info(&mut out, info);
+    write::tracks(&mut out, tracks);
+    for (timecode, frames) in clusters {
+        write::cluster_start_unknown(&mut out, *timecode);
+        for f in *frames {
+            write::simple_block(&mut out, f);
+        }
+    }
+    out
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A producer start time for RELATIVE uploads: an hour ago, with a millisecond part so that its
+/// parsing counts.
+fn start_an_hour_ago() -> i64 {
+    (now_ms() / 1000 - 3600) * 1000 + 123
+}
+
+/// A body pace for `speed` times real time: the sleep between chunks of `chunk` bytes.
+fn pace_for(sample: &Sample, chunk: usize, speed: f64) -> Duration {
+    let bytes_per_ms = sample.bytes.len() as f64 / sample.duration_ms() as f64;
+    Duration::from_secs_f64(chunk as f64 / bytes_per_ms / speed / 1000.0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Acks
+// ---------------------------------------------------------------------------------------------
+
+/// `a < b` for fragment numbers (decimal strings, possibly longer than any integer type).
+fn number_lt(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) < (b.len(), b)
+}
+
+/// Checks the acks of an upload in which every cluster (by its timecode, in order) went through
+/// cleanly: per cluster one BUFFERING, one RECEIVED and (when `persisted`) one PERSISTED with
+/// the same timecode, in that order, RECEIVED and PERSISTED with the same fragment number;
+/// numbers strictly increasing; no ERROR, nothing for other timecodes. IDLE acks may come
+/// anywhere. Returns the fragment numbers in cluster order.
+#[track_caller]
+fn check_clean_acks(acks: &[Ack], timecodes: &[u64], persisted: bool) -> Vec<String> {
+    check_acks(acks, timecodes, &[], persisted)
+}
+
+/// [`check_clean_acks`] for an upload where the clusters in `failed` (timecode, ErrorId) got an
+/// ERROR ack instead of RECEIVED/PERSISTED (a BUFFERING before it is allowed). Returns the
+/// fragment numbers of the clean clusters, in order.
+#[track_caller]
+fn check_acks(
+    acks: &[Ack],
+    timecodes: &[u64],
+    failed: &[(u64, u32)],
+    persisted: bool,
+) -> Vec<String> {
+    let all = format!("{acks:#?}");
+    let events: Vec<(usize, &Ack)> = acks
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| !a.is(AckEventType::Idle))
+        .collect();
+    let find = |event: AckEventType, tc: u64| -> Vec<(usize, &Ack)> {
+        events
+            .iter()
+            .filter(|(_, a)| a.is(event) && a.fragment_timecode == Some(tc))
+            .copied()
+            .collect()
+    };
+    let mut numbers: Vec<String> = Vec::new();
+    let mut last_buffering = None;
+    for &tc in timecodes {
+        if let Some(&(_, id)) = failed.iter().find(|(t, _)| *t == tc) {
+            let errors = find(AckEventType::Error, tc);
+            assert_eq!(errors.len(), 1, "one ERROR for cluster {tc}; acks: {all}");
+            assert_eq!(
+                errors[0].1.error_id,
+                Some(id),
+                "ErrorId for cluster {tc}; acks: {all}"
+            );
+            assert!(
+                errors[0]
+                    .1
+                    .error_code
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty()),
+                "ERROR without an ErrorCode: {all}"
+            );
+            assert!(find(AckEventType::Received, tc).is_empty(), "{all}");
+            assert!(find(AckEventType::Persisted, tc).is_empty(), "{all}");
+            assert!(find(AckEventType::Buffering, tc).len() <= 1, "{all}");
+            continue;
+        }
+        let buffering = find(AckEventType::Buffering, tc);
+        let received = find(AckEventType::Received, tc);
+        let persisted_acks = find(AckEventType::Persisted, tc);
+        assert_eq!(
+            buffering.len(),
+            1,
+            "one BUFFERING for cluster {tc}; acks: {all}"
+        );
+        assert_eq!(
+            received.len(),
+            1,
+            "one RECEIVED for cluster {tc}; acks: {all}"
+        );
+        assert!(
+            buffering[0].0 < received[0].0,
+            "BUFFERING after RECEIVED for {tc}: {all}"
+        );
+        if let Some(prev) = last_buffering {
+            assert!(prev < buffering[0].0, "BUFFERING acks out of order: {all}");
+        }
+        last_buffering = Some(buffering[0].0);
+        let number = received[0]
+            .1
+            .fragment_number
+            .clone()
+            .unwrap_or_else(|| panic!("RECEIVED without a FragmentNumber: {all}"));
+        if persisted {
+            assert_eq!(
+                persisted_acks.len(),
+                1,
+                "one PERSISTED for cluster {tc}; acks: {all}"
+            );
+            assert!(
+                received[0].0 < persisted_acks[0].0,
+                "PERSISTED before RECEIVED for {tc}: {all}"
+            );
+            assert_eq!(
+                persisted_acks[0].1.fragment_number.as_deref(),
+                Some(number.as_str()),
+                "RECEIVED and PERSISTED numbers differ for {tc}: {all}"
+            );
+        } else {
+            assert!(
+                persisted_acks.is_empty(),
+                "PERSISTED on a stream that keeps nothing: {all}"
+            );
+        }
+        if let Some(prev) = numbers.last() {
+            assert!(
+                number_lt(prev, &number),
+                "fragment numbers not increasing ({prev} then {number}): {all}"
+            );
+        }
+        numbers.push(number);
+    }
+    let expected_errors = failed.len();
+    let errors = events
+        .iter()
+        .filter(|(_, a)| a.is(AckEventType::Error))
+        .count();
+    assert_eq!(errors, expected_errors, "unexpected ERROR acks: {all}");
+    for (_, a) in &events {
+        if let Some(tc) = a.fragment_timecode {
+            assert!(
+                timecodes.contains(&tc),
+                "an ack for timecode {tc}, which no cluster had: {all}"
+            );
+        }
+    }
+    numbers
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server, streams, clients
+// ---------------------------------------------------------------------------------------------
+
+struct Env {
+    server: TestServer,
+    kvs: aws_sdk_kinesisvideo::Client,
+}
+
+impl Env {
+    async fn start() -> Env {
+        Env::with_server(TestServer::start().await)
+    }
+
+    fn with_server(server: TestServer) -> Env {
+        let kvs = server.kinesis_video_client();
+        Env { server, kvs }
+    }
+
+    async fn create_stream(&self, name: &str, retention_hours: i32) {
+        self.kvs
+            .create_stream()
+            .stream_name(name)
+            .media_type("video/h264")
+            .data_retention_in_hours(retention_hours)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("CreateStream {name}: {}", display(&e)));
+    }
+
+    /// GetDataEndpoint, as producers and players call it before each data-plane API.
+    async fn endpoint(&self, name: &str, api: ApiName) -> String {
+        self.kvs
+            .get_data_endpoint()
+            .stream_name(name)
+            .api_name(api.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetDataEndpoint {api:?}: {}", display(&e)))
+            .data_endpoint
+            .unwrap_or_else(|| panic!("GetDataEndpoint {api:?}: no DataEndpoint"))
+    }
+
+    /// A PutMedia request for `name` on the address GetDataEndpoint(PUT_MEDIA) gives.
+    async fn put_media(&self, name: &str) -> PutMedia {
+        let endpoint = self.endpoint(name, ApiName::PutMedia).await;
+        let addr: SocketAddr = endpoint
+            .strip_prefix("http://")
+            .unwrap_or_else(|| panic!("PUT_MEDIA endpoint {endpoint} is not http://host:port"))
+            .trim_end_matches('/')
+            .parse()
+            .unwrap_or_else(|e| panic!("PUT_MEDIA endpoint {endpoint}: {e}"));
+        PutMedia::new(addr, name)
+    }
+
+    async fn media(&self, name: &str) -> aws_sdk_kinesisvideomedia::Client {
+        let endpoint = self.endpoint(name, ApiName::GetMedia).await;
+        timeshard_tests::kinesis_video_media_client(&endpoint)
+    }
+
+    async fn archived(
+        &self,
+        name: &str,
+        api: ApiName,
+    ) -> aws_sdk_kinesisvideoarchivedmedia::Client {
+        let endpoint = self.endpoint(name, api).await;
+        timeshard_tests::kinesis_video_archived_media_client(&endpoint)
+    }
+
+    /// GetMedia with `selector`, as a document reader.
+    async fn get_media(&self, name: &str, selector: StartSelector) -> MediaStream {
+        let kind = selector.start_selector_type().clone();
+        let out = self
+            .media(name)
+            .await
+            .get_media()
+            .stream_name(name)
+            .start_selector(selector)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GetMedia {kind:?}: {}", display(&e)));
+        assert_eq!(
+            out.content_type(),
+            Some("video/webm"),
+            "GetMedia content type"
+        );
+        MediaStream::new(out.payload)
+    }
+
+    /// Every fragment ListFragments gives for the range, walking NextToken pages of
+    /// `max_results`; also returns the number of pages.
+    async fn list_fragments(
+        &self,
+        name: &str,
+        kind: FragmentSelectorType,
+        start_ms: i64,
+        end_ms: i64,
+        max_results: Option<i64>,
+    ) -> (Vec<ListedFragment>, usize) {
+        let client = self.archived(name, ApiName::ListFragments).await;
+        let selector = FragmentSelector::builder()
+            .fragment_selector_type(kind)
+            .timestamp_range(
+                TimestampRange::builder()
+                    .start_timestamp(DateTime::from_millis(start_ms))
+                    .end_timestamp(DateTime::from_millis(end_ms))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut request = client.list_fragments().stream_name(name);
+            request = match &token {
+                Some(t) => request.next_token(t),
+                None => request.fragment_selector(selector.clone()),
+            };
+            if let Some(n) = max_results {
+                request = request.max_results(n);
+            }
+            let out = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("ListFragments: {}", display(&e)));
+            pages += 1;
+            if let Some(n) = max_results {
+                assert!(
+                    out.fragments().len() as i64 <= n,
+                    "{} fragments in a page of {n}",
+                    out.fragments().len()
+                );
+            }
+            all.extend(out.fragments().iter().cloned());
+            match out.next_token() {
+                Some(t) => {
+                    assert!(pages < 1000, "ListFragments pages never end");
+                    token = Some(t.to_owned());
+                }
+                None => break,
+            }
+        }
+        (all, pages)
+    }
+
+    /// Every fragment of the stream, in producer-timestamp order.
+    async fn all_fragments(&self, name: &str) -> Vec<ListedFragment> {
+        let (mut all, _) = self
+            .list_fragments(
+                name,
+                FragmentSelectorType::ProducerTimestamp,
+                0,
+                now_ms() + HOUR_MS,
+                None,
+            )
+            .await;
+        all.sort_by_key(|f| (millis(f.producer_timestamp.as_ref()), number_key(f)));
+        all
+    }
+}
+
+fn display<E: std::error::Error>(e: &E) -> String {
+    aws_sdk_kinesisvideo::error::DisplayErrorContext(e).to_string()
+}
+
+/// A timestamp in epoch ms, rounded to the nearest ms: JSON carries timestamps as floating
+/// point seconds, and the SDK's conversion from `f64` may land a few ns below the ms sent.
+fn millis(t: Option<&DateTime>) -> i64 {
+    let t = t.expect("timestamp missing");
+    t.secs() * 1000 + (i64::from(t.subsec_nanos()) + 500_000) / 1_000_000
+}
+
+fn number_key(f: &ListedFragment) -> (usize, String) {
+    let n = f
+        .fragment_number()
+        .unwrap()
+        .trim_start_matches('0')
+        .to_owned();
+    (n.len(), n)
+}
+
+fn start(
+    kind: StartSelectorType,
+) -> aws_sdk_kinesisvideomedia::types::builders::StartSelectorBuilder {
+    StartSelector::builder().start_selector_type(kind)
+}
+
+/// `GET /health` over a bare socket: the status code.
+async fn health(addr: SocketAddr) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("no /health answer in 10 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad /health answer {text:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Media responses: what came back
+// ---------------------------------------------------------------------------------------------
+
+/// What a media response yields, in order.
+#[derive(Debug)]
+enum MediaEvent {
+    /// A fragment's cluster started (its frames follow).
+    ClusterStart,
+    /// One frame, as soon as its block has arrived.
+    Frame(Frame),
+    /// A whole document, read on its own with the parser's `FragmentReader`.
+    Document(Box<Fragment>),
+}
+
+/// Splits a media body into documents. A document is complete at a Tags element holding the
+/// continuation token or an error: the last thing the server writes in each (GetMedia's next
+/// document may never come).
+#[derive(Debug, Default)]
+struct Documents {
+    reader: MkvReader,
+    bytes: Vec<u8>,
+    doc_start: usize,
+    /// Position after the last event.
+    at: usize,
+    ready: VecDeque<MediaEvent>,
+}
+
+impl Documents {
+    fn push(&mut self, chunk: &[u8]) {
+        self.bytes.extend_from_slice(chunk);
+        self.reader.push(chunk);
+    }
+
+    fn next(&mut self) -> Option<MediaEvent> {
+        loop {
+            if let Some(e) = self.ready.pop_front() {
+                return Some(e);
+            }
+            let event = self
+                .reader
+                .next_event()
+                .unwrap_or_else(|e| panic!("media response is not valid MKV: {e}"))?;
+            let before = self.at;
+            self.at = self.reader.position() as usize;
+            match event {
+                MkvEvent::Header(_) => self.doc_start = before,
+                MkvEvent::ClusterStart { .. } => self.ready.push_back(MediaEvent::ClusterStart),
+                MkvEvent::Frame(f) => self.ready.push_back(MediaEvent::Frame(f)),
+                MkvEvent::Tags(tags) => {
+                    let last = tags.iter().any(|t| {
+                        [
+                            tag_names::CONTINUATION_TOKEN,
+                            tag_names::ERROR_CODE,
+                            tag_names::ERROR_ID,
+                            tag_names::EXCEPTION_ERROR_CODE,
+                        ]
+                        .contains(&t.name.as_str())
+                    });
+                    if last {
+                        let doc = &self.bytes[self.doc_start..self.at];
+                        let mut fragments: Vec<Fragment> = read_fragments(doc)
+                            .collect::<Result<_, _>>()
+                            .unwrap_or_else(|e| panic!("a media document does not read: {e}"));
+                        assert_eq!(
+                            fragments.len(),
+                            1,
+                            "one media document must hold one fragment: {fragments:#?}"
+                        );
+                        self.ready
+                            .push_back(MediaEvent::Document(Box::new(fragments.remove(0))));
+                        self.doc_start = self.at;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A GetMedia or GetMediaForFragmentList response being read.
+struct MediaStream {
+    payload: ByteStream,
+    docs: Documents,
+    ended: bool,
+}
+
+impl MediaStream {
+    fn new(payload: ByteStream) -> MediaStream {
+        MediaStream {
+            payload,
+            docs: Documents::default(),
+            ended: false,
+        }
+    }
+
+    /// The next event; `None` once the response has ended. Panics after [`READ_TIMEOUT`].
+    async fn next_event(&mut self) -> Option<MediaEvent> {
+        loop {
+            if let Some(e) = self.docs.next() {
+                return Some(e);
+            }
+            if self.ended {
+                return None;
+            }
+            match tokio::time::timeout(READ_TIMEOUT, self.payload.next()).await {
+                Err(_) => panic!("no media bytes in {READ_TIMEOUT:?}"),
+                Ok(None) => self.ended = true,
+                Ok(Some(Err(e))) => panic!("reading the media response: {e}"),
+                Ok(Some(Ok(chunk))) => self.docs.push(&chunk),
+            }
+        }
+    }
+
+    /// The next `n` documents. Panics if the response ends first.
+    async fn documents(&mut self, n: usize) -> Vec<Fragment> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next_event().await {
+                Some(MediaEvent::Document(f)) => out.push(*f),
+                Some(_) => {}
+                None => panic!(
+                    "the media response ended after {} of {n} documents",
+                    out.len()
+                ),
+            }
+        }
+        out
+    }
+
+    /// Every remaining document of a response that ends (GetMediaForFragmentList).
+    async fn all_documents(&mut self) -> Vec<Fragment> {
+        let mut out = Vec::new();
+        while let Some(event) = self.next_event().await {
+            if let MediaEvent::Document(f) = event {
+                out.push(*f);
+            }
+        }
+        assert!(
+            self.docs.bytes.len() == self.docs.doc_start,
+            "{} bytes after the last complete document",
+            self.docs.bytes.len() - self.docs.doc_start
+        );
+        out
+    }
+}
+
+/// Checks one media document against cluster `i` of `sample`: the fragment number (if known),
+/// the AWS tags, the producer timestamp (`producer_start_ms` + cluster timecode for a RELATIVE
+/// upload, the timecode itself for ABSOLUTE), the tracks, the cluster timecode on the absolute
+/// scale and every frame.
+#[track_caller]
+fn check_document(
+    doc: &Fragment,
+    sample: &Sample,
+    i: usize,
+    producer_start_ms: Option<i64>,
+    number: Option<&str>,
+) {
+    let cluster = &sample.clusters[i];
+    let ctx = format!("document for cluster {i} (timecode {})", cluster.timecode);
+    assert_eq!(doc.error_code, None, "{ctx}: error tags");
+    assert_eq!(doc.error_id, None, "{ctx}: error tags");
+    assert!(doc.has_cluster, "{ctx}: no cluster");
+    let doc_number = doc
+        .fragment_number
+        .as_deref()
+        .unwrap_or_else(|| panic!("{ctx}: no AWS_KINESISVIDEO_FRAGMENT_NUMBER"));
+    assert!(
+        !doc_number.is_empty() && doc_number.bytes().all(|b| b.is_ascii_digit()),
+        "{ctx}: fragment number {doc_number:?}"
+    );
+    if let Some(n) = number {
+        assert_eq!(doc_number, n, "{ctx}: fragment number");
+    }
+    let server_ts = doc
+        .server_timestamp_ms
+        .unwrap_or_else(|| panic!("{ctx}: no AWS_KINESISVIDEO_SERVER_TIMESTAMP"));
+    assert!(
+        (now_ms() - HOUR_MS..=now_ms()).contains(&server_ts),
+        "{ctx}: server timestamp {server_ts} is not recent"
+    );
+    let absolute_tc = match producer_start_ms {
+        Some(start) => start as u64 + cluster.timecode,
+        None => cluster.timecode,
+    };
+    assert_eq!(
+        doc.producer_timestamp_ms,
+        Some(absolute_tc as i64),
+        "{ctx}: producer timestamp"
+    );
+    let behind = doc
+        .millis_behind_now
+        .unwrap_or_else(|| panic!("{ctx}: no AWS_KINESISVIDEO_MILLIS_BEHIND_NOW"));
+    assert!(
+        (0..HOUR_MS).contains(&behind),
+        "{ctx}: MILLIS_BEHIND_NOW {behind}"
+    );
+    let token = doc
+        .continuation_token
+        .as_deref()
+        .unwrap_or_else(|| panic!("{ctx}: no AWS_KINESISVIDEO_CONTINUATION_TOKEN"));
+    assert!(
+        !token.is_empty()
+            && token.len() <= 128
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)),
+        "{ctx}: continuation token {token:?} does not fit the model's pattern"
+    );
+    assert_eq!(doc.info.timecode_scale, sample.info.timecode_scale, "{ctx}");
+    assert_eq!(*doc.tracks, sample.tracks, "{ctx}: tracks");
+    assert_eq!(doc.cluster_timecode, absolute_tc, "{ctx}: cluster timecode");
+    check_frames(&doc.frames, &cluster.frames, &ctx);
+}
+
+#[track_caller]
+fn check_frames(got: &[Frame], want: &[Frame], ctx: &str) {
+    assert_eq!(got.len(), want.len(), "{ctx}: frame count");
+    for (j, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(
+            (g.track, g.timecode, g.key, g.data.len()),
+            (w.track, w.timecode, w.key, w.data.len()),
+            "{ctx}: frame {j} (track, timecode, key, size)"
+        );
+        assert!(g.data == w.data, "{ctx}: frame {j} data differs");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Acks
+// ---------------------------------------------------------------------------------------------
+
+/// Each sample uploaded whole: per cluster BUFFERING, RECEIVED, PERSISTED in that order with
+/// the cluster's timecode, fragment numbers increasing, nothing else. The video sample goes up
+/// in two halves with a wait between them, which only works if acks come back while the body is
+/// still open (full duplex).
+#[tokio::test]
+async fn put_media_acks_every_cluster_of_each_sample() {
+    let env = Env::start().await;
+    for (name, file) in [("video", VIDEO), ("video-aac", VIDEO_AAC)] {
+        let sample = Sample::load(file);
+        assert_eq!(
+            sample.clusters.len(),
+            if file == VIDEO { 5 } else { 7 },
+            "{file}: clusters"
+        );
+        env.create_stream(name, 24).await;
+        let put = env.put_media(name).await.relative_to(start_an_hour_ago());
+        let mut upload = put.start().await;
+        assert_eq!(upload.status(), 200);
+        // The first two clusters, then wait for their acks with the body still open.
+        let split = sample.clusters[1].end as usize;
+        upload.send_bytes(&sample.bytes[..split], 4096, None).await;
+        let second = sample.clusters[1].timecode;
+        upload
+            .wait_for(
+                |a| a.is(AckEventType::Persisted) && a.fragment_timecode == Some(second),
+                ACK_TIMEOUT,
+            )
+            .await;
+        upload.send_bytes(&sample.bytes[split..], 4096, None).await;
+        let result = upload.finish().await;
+        assert_eq!(result.status, 200, "{file}");
+        assert!(!result.acks.is_empty(), "{file}: no acks");
+        let numbers = check_clean_acks(&result.acks, &sample.timecodes(), true);
+        assert_eq!(numbers.len(), sample.clusters.len(), "{file}");
+    }
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. ListFragments
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn list_fragments_by_server_and_producer_timestamp() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("cam", 24).await;
+    let start_ms = start_an_hour_ago();
+    let before = now_ms();
+    let put = env.put_media("cam").await.relative_to(start_ms);
+    let result = put
+        .send(BodySource::chunks(sample.bytes.clone(), 8192))
+        .await;
+    let after = now_ms();
+    let numbers = check_clean_acks(&result.acks, &sample.timecodes(), true);
+
+    // By server timestamp: every fragment, each field plausible.
+    let (by_server, _) = env
+        .list_fragments(
+            "cam",
+            FragmentSelectorType::ServerTimestamp,
+            before - 1000,
+            after + 1000,
+            None,
+        )
+        .await;
+    let mut by_server = by_server;
+    by_server.sort_by_key(number_key);
+    assert_eq!(
+        by_server
+            .iter()
+            .map(|f| f.fragment_number().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        numbers,
+        "ListFragments by server timestamp: the PERSISTED fragments"
+    );
+    let mut last_server = 0;
+    for (i, (f, c)) in by_server.iter().zip(&sample.clusters).enumerate() {
+        let data_bytes: usize = c.frames.iter().map(|f| f.data.len()).sum();
+        let size = f.fragment_size_in_bytes();
+        assert!(
+            size as usize >= data_bytes && size as u64 <= (c.end - c.start) + 4096,
+            "fragment {i}: FragmentSizeInBytes {size} for {data_bytes} bytes of frames in a \
+             cluster of {} bytes",
+            c.end - c.start
+        );
+        let length = f.fragment_length_in_milliseconds();
+        assert!(
+            (960..=1040).contains(&length),
+            "fragment {i}: FragmentLengthInMilliseconds {length} for a 1 s GOP"
+        );
+        assert_eq!(
+            millis(f.producer_timestamp()),
+            start_ms + c.timecode as i64,
+            "fragment {i}: ProducerTimestamp = start header + cluster timecode"
+        );
+        let server = millis(f.server_timestamp());
+        assert!(
+            (before..=after).contains(&server),
+            "fragment {i}: ServerTimestamp {server} outside the upload [{before}, {after}]"
+        );
+        assert!(server >= last_server, "server timestamps go back");
+        last_server = server;
+    }
+
+    // By producer timestamp: the range [1.5 s, 3.5 s] holds the clusters at 2 s and 3 s.
+    let (by_producer, _) = env
+        .list_fragments(
+            "cam",
+            FragmentSelectorType::ProducerTimestamp,
+            start_ms + 1500,
+            start_ms + 3500,
+            None,
+        )
+        .await;
+    let mut got: Vec<i64> = by_producer
+        .iter()
+        .map(|f| millis(f.producer_timestamp()))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, vec![start_ms + 2000, start_ms + 3000]);
+    for f in &by_producer {
+        let i = numbers
+            .iter()
+            .position(|n| Some(n.as_str()) == f.fragment_number())
+            .expect("a listed fragment that was not acked");
+        assert_eq!(
+            millis(f.producer_timestamp()),
+            start_ms + sample.clusters[i].timecode as i64
+        );
+    }
+
+    // Pagination: pages of 2 walk every fragment exactly once.
+    for kind in [
+        FragmentSelectorType::ServerTimestamp,
+        FragmentSelectorType::ProducerTimestamp,
+    ] {
+        let (from, to) = match kind {
+            FragmentSelectorType::ServerTimestamp => (before - 1000, after + 1000),
+            _ => (start_ms, start_ms + 10_000),
+        };
+        let (paged, pages) = env
+            .list_fragments("cam", kind.clone(), from, to, Some(2))
+            .await;
+        assert_eq!(pages, 3, "{kind:?}: 5 fragments in pages of 2");
+        let mut seen: Vec<String> = paged
+            .iter()
+            .map(|f| f.fragment_number().unwrap().to_owned())
+            .collect();
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(
+            unique.len(),
+            seen.len(),
+            "{kind:?}: a fragment listed twice"
+        );
+        seen.sort_by_key(|n| (n.len(), n.clone()));
+        assert_eq!(seen, numbers, "{kind:?}: pages");
+    }
+
+    // Empty ranges.
+    let (none, pages) = env
+        .list_fragments(
+            "cam",
+            FragmentSelectorType::ProducerTimestamp,
+            start_ms + 10_000,
+            start_ms + 20_000,
+            None,
+        )
+        .await;
+    assert!(none.is_empty() && pages == 1, "{none:?}");
+    let (none, _) = env
+        .list_fragments(
+            "cam",
+            FragmentSelectorType::ServerTimestamp,
+            before - 2 * HOUR_MS,
+            before - HOUR_MS,
+            None,
+        )
+        .await;
+    assert!(none.is_empty(), "{none:?}");
+
+    // ABSOLUTE timecodes are the producer timestamps themselves (here the audio sample's
+    // clusters, which do not start at 0).
+    let av = Sample::load(VIDEO_AAC);
+    env.create_stream("abs", 24).await;
+    let result = env
+        .put_media("abs")
+        .await
+        .absolute()
+        .send(BodySource::chunks(av.bytes.clone(), 8192))
+        .await;
+    let numbers = check_clean_acks(&result.acks, &av.timecodes(), true);
+    let listed = env.all_fragments("abs").await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| (
+                f.fragment_number().unwrap().to_owned(),
+                millis(f.producer_timestamp())
+            ))
+            .collect::<Vec<_>>(),
+        numbers
+            .iter()
+            .cloned()
+            .zip(av.timecodes().iter().map(|&t| t as i64))
+            .collect::<Vec<_>>(),
+        "ABSOLUTE: ProducerTimestamp = cluster timecode"
+    );
+    for f in &listed {
+        assert!(f.fragment_size_in_bytes() > 0);
+        assert!((1..=2000).contains(&f.fragment_length_in_milliseconds()));
+    }
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. GetMedia start selectors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn get_media_for_every_start_selector() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    let n = sample.clusters.len();
+    env.create_stream("cam", 24).await;
+    let start_ms = start_an_hour_ago();
+
+    // NOW, opened before the upload: every fragment, live. The upload is paced (8x real time)
+    // so that fragments arrive at distinct server times, which SERVER_TIMESTAMP needs below.
+    let mut now = env
+        .get_media("cam", start(StartSelectorType::Now).build().unwrap())
+        .await;
+    let put = env.put_media("cam").await.relative_to(start_ms);
+    let pace = pace_for(&sample, 2048, 8.0);
+    let body = sample.bytes.clone();
+    let uploading = tokio::spawn(put.send(BodySource::paced(body, 2048, pace)));
+    let live = now.documents(n).await;
+    let result = uploading.await.unwrap();
+    let numbers = check_clean_acks(&result.acks, &sample.timecodes(), true);
+    for (i, doc) in live.iter().enumerate() {
+        check_document(doc, &sample, i, Some(start_ms), Some(&numbers[i]));
+    }
+    drop(now);
+
+    let listed = env.all_fragments("cam").await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| f.fragment_number().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        numbers
+    );
+    let server_ts: Vec<i64> = listed
+        .iter()
+        .map(|f| millis(f.server_timestamp()))
+        .collect();
+    for (doc, ts) in live.iter().zip(&server_ts) {
+        assert_eq!(doc.server_timestamp_ms, Some(*ts), "tag vs ListFragments");
+    }
+
+    // EARLIEST: everything from the first fragment.
+    let mut earliest = env
+        .get_media("cam", start(StartSelectorType::Earliest).build().unwrap())
+        .await;
+    let docs = earliest.documents(n).await;
+    for (i, doc) in docs.iter().enumerate() {
+        check_document(doc, &sample, i, Some(start_ms), Some(&numbers[i]));
+        assert_eq!(doc.server_timestamp_ms, Some(server_ts[i]));
+    }
+    let token_after_second = docs[1].continuation_token.clone().unwrap();
+    drop(earliest);
+
+    let selectors = [
+        (
+            "FRAGMENT_NUMBER after the 2nd",
+            start(StartSelectorType::FragmentNumber)
+                .after_fragment_number(&numbers[1])
+                .build()
+                .unwrap(),
+        ),
+        (
+            "SERVER_TIMESTAMP inside the 3rd",
+            start(StartSelectorType::ServerTimestamp)
+                .start_timestamp(DateTime::from_millis(
+                    server_ts[2] + (server_ts[3] - server_ts[2]) / 2,
+                ))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "PRODUCER_TIMESTAMP inside the 3rd",
+            start(StartSelectorType::ProducerTimestamp)
+                .start_timestamp(DateTime::from_millis(
+                    start_ms + sample.clusters[2].timecode as i64 + 500,
+                ))
+                .build()
+                .unwrap(),
+        ),
+        (
+            "CONTINUATION_TOKEN of the 2nd",
+            start(StartSelectorType::ContinuationToken)
+                .continuation_token(&token_after_second)
+                .build()
+                .unwrap(),
+        ),
+    ];
+    assert!(
+        server_ts[3] - server_ts[2] >= 2,
+        "the paced upload gave fragments 3 and 4 the same server time: {server_ts:?}"
+    );
+    for (what, selector) in selectors {
+        let mut media = env.get_media("cam", selector).await;
+        let docs = media.documents(n - 2).await;
+        for (k, doc) in docs.iter().enumerate() {
+            let i = k + 2;
+            assert_eq!(
+                doc.fragment_number.as_deref(),
+                Some(numbers[i].as_str()),
+                "{what}: document {k}"
+            );
+            check_document(doc, &sample, i, Some(start_ms), Some(&numbers[i]));
+        }
+    }
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Live: frames before their fragment is complete
+// ---------------------------------------------------------------------------------------------
+
+/// A GetMedia NOW reader gets each frame as soon as it is ingested: the first frames of every
+/// fragment arrive while the producer has not even queued that fragment's last bytes.
+#[tokio::test]
+async fn get_media_now_streams_frames_before_their_fragment_ends() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("live", 24).await;
+    let mut media = env
+        .get_media("live", start(StartSelectorType::Now).build().unwrap())
+        .await;
+
+    let chunk = 1024;
+    let pace = pace_for(&sample, chunk, 4.0);
+    let start_ms = start_an_hour_ago();
+    let put = env.put_media("live").await.relative_to(start_ms);
+    let mut upload: Upload = put.start().await;
+    let queued = upload.bytes_queued_counter();
+    let body = sample.bytes.clone();
+    let uploading = tokio::spawn(async move {
+        upload.send_bytes(&body, chunk, Some(pace)).await;
+        upload.finish().await
+    });
+
+    // For every frame: which cluster, and the bytes queued when it arrived.
+    let mut seen: Vec<Vec<(Frame, u64)>> = Vec::new();
+    let mut docs = Vec::new();
+    while docs.len() < sample.clusters.len() {
+        match media.next_event().await.expect("GetMedia ended") {
+            MediaEvent::ClusterStart => seen.push(Vec::new()),
+            MediaEvent::Frame(f) => {
+                let at = queued.load(Ordering::SeqCst);
+                seen.last_mut()
+                    .expect("a frame before any cluster")
+                    .push((f, at));
+            }
+            MediaEvent::Document(d) => docs.push(*d),
+        }
+    }
+    let result = uploading.await.unwrap();
+    check_clean_acks(&result.acks, &sample.timecodes(), true);
+    assert_eq!(seen.len(), sample.clusters.len());
+    for (k, (frames, cluster)) in seen.iter().zip(&sample.clusters).enumerate() {
+        let got: Vec<Frame> = frames.iter().map(|(f, _)| f.clone()).collect();
+        check_frames(&got, &cluster.frames, &format!("live cluster {k}"));
+        // Frames that end well before the cluster does (4 KB, about 100 ms at this pace) must
+        // have arrived before the producer had queued the cluster's last byte.
+        let mut early = 0;
+        for (j, (_, queued_then)) in frames.iter().enumerate() {
+            if cluster.frame_ends[j] + 4096 <= cluster.end {
+                assert!(
+                    *queued_then < cluster.end,
+                    "cluster {k} frame {j} (ends at byte {}) reached the reader only after \
+                     {queued_then} bytes were queued, past the cluster's end at {}",
+                    cluster.frame_ends[j],
+                    cluster.end
+                );
+                early += 1;
+            }
+        }
+        assert!(early >= 1, "cluster {k}: no frame to check");
+    }
+    for (i, doc) in docs.iter().enumerate() {
+        check_document(doc, &sample, i, Some(start_ms), None);
+    }
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. GetMediaForFragmentList
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn get_media_for_fragment_list_in_the_order_asked() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("cam", 24).await;
+    let start_ms = start_an_hour_ago();
+    let result = env
+        .put_media("cam")
+        .await
+        .relative_to(start_ms)
+        .send(BodySource::chunks(sample.bytes.clone(), 16384))
+        .await;
+    let numbers = check_clean_acks(&result.acks, &sample.timecodes(), true);
+    let client = env.archived("cam", ApiName::GetMediaForFragmentList).await;
+
+    let fetch = |list: Vec<String>| {
+        let client = client.clone();
+        async move {
+            let out = client
+                .get_media_for_fragment_list()
+                .stream_name("cam")
+                .set_fragments(Some(list))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GetMediaForFragmentList: {}", display(&e)));
+            MediaStream::new(out.payload).all_documents().await
+        }
+    };
+
+    let order = [2usize, 0, 1];
+    let docs = fetch(order.iter().map(|&i| numbers[i].clone()).collect()).await;
+    assert_eq!(docs.len(), 3);
+    for (doc, &i) in docs.iter().zip(&order) {
+        check_fragment_list_document(doc, &sample, i, start_ms, &numbers[i]);
+    }
+
+    // A fragment number of this stream that names no fragment: an error document in its place.
+    let last: SequenceNumber = numbers[4].parse().unwrap();
+    let unknown =
+        SequenceNumber::of_record(last.shard, last.record_offset().unwrap() + 1000).to_string();
+    let docs = fetch(vec![
+        numbers[0].clone(),
+        unknown.clone(),
+        numbers[1].clone(),
+    ])
+    .await;
+    assert_eq!(docs.len(), 3, "{docs:#?}");
+    check_fragment_list_document(&docs[0], &sample, 0, start_ms, &numbers[0]);
+    check_fragment_list_document(&docs[2], &sample, 1, start_ms, &numbers[1]);
+    let missing = &docs[1];
+    assert_eq!(missing.fragment_number.as_deref(), Some(unknown.as_str()));
+    assert!(!missing.has_cluster && missing.frames.is_empty());
+    assert!(
+        missing.error_code.as_deref().is_some_and(|c| !c.is_empty()),
+        "no error code for a missing fragment: {missing:#?}"
+    );
+    assert_eq!(missing.server_timestamp_ms, None);
+    env.server.shutdown().await;
+}
+
+/// GetMediaForFragmentList documents carry the same content as GetMedia's; their timestamp
+/// tags may use either spelling (the parser reads both), and the trailing tags are optional.
+#[track_caller]
+fn check_fragment_list_document(
+    doc: &Fragment,
+    sample: &Sample,
+    i: usize,
+    start_ms: i64,
+    number: &str,
+) {
+    let ctx = format!("fragment list document for cluster {i}");
+    assert_eq!(doc.error_code, None, "{ctx}");
+    assert_eq!(doc.fragment_number.as_deref(), Some(number), "{ctx}");
+    assert!(doc.server_timestamp_ms.is_some(), "{ctx}: server timestamp");
+    let expected = start_ms + sample.clusters[i].timecode as i64;
+    assert_eq!(doc.producer_timestamp_ms, Some(expected), "{ctx}");
+    assert_eq!(doc.cluster_timecode, expected as u64, "{ctx}");
+    assert_eq!(*doc.tracks, sample.tracks, "{ctx}");
+    check_frames(&doc.frames, &sample.clusters[i].frames, &ctx);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. ffmpeg as producer, ffprobe as player
+// ---------------------------------------------------------------------------------------------
+
+const FFMPEG: &str = "/usr/bin/ffmpeg";
+const FFPROBE: &str = "/usr/bin/ffprobe";
+
+/// What an ffmpeg upload left: the GetMedia EARLIEST documents of every stored fragment, and
+/// their bytes in a file for ffprobe. `None` when ffmpeg or ffprobe is missing.
+struct FfmpegRoundTrip {
+    env: Env,
+    docs: Vec<Fragment>,
+    output: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn ffmpeg_round_trip() -> Option<FfmpegRoundTrip> {
+    if !std::path::Path::new(FFMPEG).exists() || !std::path::Path::new(FFPROBE).exists() {
+        println!("skipped: {FFMPEG} or {FFPROBE} is missing");
+        return None;
+    }
+    // ffmpeg cannot sign its requests: a server without credentials (the SDK's signatures are
+    // then ignored).
+    let env = Env::with_server(TestServer::start_with(|c| c.credentials.clear()).await);
+    env.create_stream("cam1", 24).await;
+    let input = samples_dir().join(VIDEO_AAC);
+    let url = format!("{}/putMedia", env.server.endpoint_url());
+    let ffmpeg = tokio::process::Command::new(FFMPEG)
+        .args(["-v", "error", "-nostdin", "-re", "-i"])
+        .arg(&input)
+        .args([
+            "-c", "copy", "-f", "matroska", "-method", "POST", "-headers",
+        ])
+        .arg("x-amzn-stream-name: cam1\r\n")
+        .arg(&url)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), ffmpeg)
+        .await
+        .expect("ffmpeg did not finish in 60 s")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // ffmpeg does not read acks, so there is no PERSISTED to wait for: wait until the listing
+    // has stopped growing for a second.
+    let mut listed = env.all_fragments("cam1").await;
+    let mut stable_since = tokio::time::Instant::now();
+    while stable_since.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = env.all_fragments("cam1").await;
+        if now.len() != listed.len() {
+            listed = now;
+            stable_since = tokio::time::Instant::now();
+        }
+    }
+    assert!(!listed.is_empty(), "ffmpeg's upload left no fragments");
+    let mut media = env
+        .get_media("cam1", start(StartSelectorType::Earliest).build().unwrap())
+        .await;
+    let docs = media.documents(listed.len()).await;
+    for (doc, f) in docs.iter().zip(&listed) {
+        assert_eq!(doc.fragment_number.as_deref(), f.fragment_number());
+        assert!(doc.error_code.is_none(), "{doc:#?}");
+        assert!(doc.has_cluster && !doc.frames.is_empty());
+    }
+    let bytes = media.docs.bytes[..media.docs.doc_start].to_vec();
+    drop(media);
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("get-media.mkv");
+    std::fs::write(&output, &bytes).unwrap();
+    Some(FfmpegRoundTrip {
+        env,
+        docs,
+        output,
+        _dir: dir,
+    })
+}
+
+/// ffmpeg as the producer (`-method POST` to /putMedia, no SDK at all) and ffprobe as the
+/// player: the GetMedia output of what was stored decodes, every frame of it, with the
+/// sample's timestamps.
+#[tokio::test]
+async fn ffmpeg_uploads_and_ffprobe_decodes_get_media_output() {
+    let Some(trip) = ffmpeg_round_trip().await else {
+        return;
+    };
+    let input = samples_dir().join(VIDEO_AAC);
+    let sample = Sample::load(VIDEO_AAC);
+    // Every frame served decodes: ffprobe's counts equal the frames in the documents.
+    let served = |kind: u64| {
+        let number = sample
+            .tracks
+            .iter()
+            .find(|t| t.track_type == kind)
+            .unwrap()
+            .number;
+        trip.docs
+            .iter()
+            .flat_map(|d| &d.frames)
+            .filter(|f| f.track == number)
+            .count() as u64
+    };
+    assert_eq!(
+        frame_counts(&trip.output).await,
+        vec![
+            ("video".to_owned(), served(mkv::TRACK_TYPE_VIDEO)),
+            ("audio".to_owned(), served(mkv::TRACK_TYPE_AUDIO))
+        ],
+        "frames decoded by ffprobe vs frames in the GetMedia documents"
+    );
+    let got = video_packets(&trip.output).await;
+    let want = video_packets(&input).await;
+    assert!(
+        got.len() <= want.len() && got.len() + 25 >= want.len(),
+        "{got:?}"
+    );
+    // Decode order: decode timestamps increase (presentation ones do not, with B-frames).
+    let dts: Vec<f64> = got.iter().filter_map(|p| p.1).collect();
+    assert!(dts.len() + 2 >= got.len(), "few decode timestamps: {got:?}");
+    assert!(
+        dts.windows(2).all(|w| w[0] < w[1]),
+        "video decode timestamps do not increase: {dts:?}"
+    );
+    let pts = got.iter().map(|p| p.0);
+    let span = pts.clone().fold(f64::MIN, f64::max) - pts.fold(f64::MAX, f64::min);
+    assert!(
+        (4.5..=5.5).contains(&span),
+        "video spans {span} s, not ~5 s"
+    );
+    // The sample's presentation times, up to a constant shift (the server's are epoch times).
+    let shift = got[0].0 - want[0].0;
+    assert!(
+        shift > 1.0e9,
+        "GetMedia timestamps are not epoch times: shift {shift}"
+    );
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            (g.0 - w.0 - shift).abs() < 0.0015,
+            "video packet {k}: pts {} vs the sample's {} (+{shift})",
+            g.0,
+            w.0
+        );
+    }
+    trip.env.server.shutdown().await;
+}
+
+/// The whole ffmpeg upload is stored: GetMedia gives back as many video and audio frames as the
+/// sample has, and ffprobe decodes them all.
+#[tokio::test]
+#[ignore = "server bug: the last fragment of an upload is lost when the client closes without \
+            reading its acks (ffmpeg); see the report of issue 4"]
+async fn ffmpeg_upload_is_stored_whole() {
+    let Some(trip) = ffmpeg_round_trip().await else {
+        return;
+    };
+    let input = samples_dir().join(VIDEO_AAC);
+    let sample = Sample::load(VIDEO_AAC);
+    let sample_frames: usize = sample.clusters.iter().map(|c| c.frames.len()).sum();
+    let served: usize = trip.docs.iter().map(|d| d.frames.len()).sum();
+    assert_eq!(
+        served,
+        sample_frames,
+        "frames stored from ffmpeg's upload ({} fragments, the sample has {} clusters)",
+        trip.docs.len(),
+        sample.clusters.len()
+    );
+    assert_eq!(
+        frame_counts(&trip.output).await,
+        frame_counts(&input).await,
+        "frames per stream (codec, count) of GetMedia output vs the sample"
+    );
+    trip.env.server.shutdown().await;
+}
+
+/// `(codec_type, frames decoded)` per stream, from `ffprobe -count_frames`.
+async fn frame_counts(path: &std::path::Path) -> Vec<(String, u64)> {
+    let out = tokio::process::Command::new(FFPROBE)
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {path:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let (kind, count) = l.trim().split_once(',').unwrap_or_else(|| panic!("{l:?}"));
+            (
+                kind.to_owned(),
+                count.parse().unwrap_or_else(|_| panic!("{l:?}")),
+            )
+        })
+        .collect()
+}
+
+/// `(pts_time, dts_time)` of every video packet, in file order, from `ffprobe -show_packets`.
+async fn video_packets(path: &std::path::Path) -> Vec<(f64, Option<f64>)> {
+    let out = tokio::process::Command::new(FFPROBE)
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_packets",
+            "-show_entries",
+            "packet=pts_time,dts_time",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {path:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let mut parts = l.trim().split(',');
+            let pts = parts
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("packet without pts: {l:?}"));
+            let dts = parts.next().and_then(|d| d.parse().ok());
+            (pts, dts)
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Malformed input
+// ---------------------------------------------------------------------------------------------
+
+/// One malformed upload and what it must lead to.
+struct BadUpload {
+    stream: &'static str,
+    body: Vec<u8>,
+    /// Clusters (timecode) whose fragments must be stored.
+    stored: Vec<u64>,
+    /// The ERROR ack: its timecode if it has one, and its ErrorId.
+    error: (Option<u64>, u32),
+    /// Every cluster timecode the body holds, failed one included.
+    timecodes: Vec<u64>,
+    /// The server must end the upload by itself, without the body ending.
+    ends_upload: bool,
+}
+
+/// Each malformed input on its own stream, all at once and next to a good upload: each gets
+/// its ERROR ack with the right id, the fragments before the error stay listed, the good upload
+/// is untouched, and the server answers `/health` and takes a normal upload on every stream
+/// afterwards.
+#[tokio::test]
+async fn malformed_uploads_fail_alone() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    let c = &sample.clusters;
+    let prefix = |i: usize| sample.bytes[..c[i].end as usize].to_vec();
+    let frames = |i: usize| c[i].frames.as_slice();
+
+    let mut cases = Vec::new();
+    // Cut in the middle of the third cluster (known-size clusters: the cut is visible).
+    let cut = ((c[2].start + c[2].end) / 2) as usize;
+    cases.push(BadUpload {
+        stream: "truncated",
+        body: sample.bytes[..cut].to_vec(),
+        stored: vec![c[0].timecode, c[1].timecode],
+        error: (Some(c[2].timecode), 4006),
+        timecodes: vec![c[0].timecode, c[1].timecode, c[2].timecode],
+        ends_upload: false,
+    });
+    // Two good clusters, then bytes no EBML element starts with (an ID's first byte is never 0).
+    let mut garbage = prefix(1);
+    let mut x: u32 = 0x1234_5678;
+    garbage.push(0x00);
+    for _ in 0..4096 {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        garbage.push((x >> 24) as u8);
+    }
+    cases.push(BadUpload {
+        stream: "garbage",
+        body: garbage,
+        stored: vec![c[0].timecode, c[1].timecode],
+        error: (None, 4006),
+        timecodes: vec![c[0].timecode, c[1].timecode],
+        ends_upload: true,
+    });
+    // A SimpleBlock declaring 1 TiB in the third cluster.
+    let mut bomb = prefix(1);
+    write::cluster_start_unknown(&mut bomb, c[2].timecode);
+    write::element_header(&mut bomb, mkv::ids::SIMPLE_BLOCK, Some(1 << 40));
+    bomb.extend_from_slice(&[0x81, 0x00, 0x00, 0x80]);
+    bomb.extend_from_slice(&[0x55; 512]);
+    cases.push(BadUpload {
+        stream: "bomb",
+        body: bomb,
+        stored: vec![c[0].timecode, c[1].timecode],
+        error: (Some(c[2].timecode), 4001),
+        timecodes: vec![c[0].timecode, c[1].timecode, c[2].timecode],
+        ends_upload: true,
+    });
+    // Cluster timecodes 0, 1000, 500 (back), 2000: the third is refused, the rest stored.
+    cases.push(BadUpload {
+        stream: "back",
+        body: kvs_document(
+            &sample.info,
+            &sample.tracks,
+            &[
+                (0, frames(0)),
+                (1000, frames(1)),
+                (500, frames(2)),
+                (2000, frames(3)),
+            ],
+        ),
+        stored: vec![0, 1000, 2000],
+        error: (Some(500), 4004),
+        timecodes: vec![0, 1000, 500, 2000],
+        ends_upload: false,
+    });
+    // The second cluster starts with a P-frame.
+    cases.push(BadUpload {
+        stream: "nokey",
+        body: kvs_document(
+            &sample.info,
+            &sample.tracks,
+            &[(0, frames(0)), (1000, &frames(1)[1..]), (2000, frames(2))],
+        ),
+        stored: vec![0, 2000],
+        error: (Some(1000), 4006),
+        timecodes: vec![0, 1000, 2000],
+        ends_upload: false,
+    });
+    // A block on track 7, which Tracks does not declare, in the middle of the second cluster.
+    let mut stray: Vec<Frame> = frames(1).to_vec();
+    let mut odd = stray[3].clone();
+    odd.track = 7;
+    odd.key = true;
+    stray.insert(5, odd);
+    cases.push(BadUpload {
+        stream: "undeclared",
+        body: kvs_document(
+            &sample.info,
+            &sample.tracks,
+            &[(0, frames(0)), (1000, &stray), (2000, frames(2))],
+        ),
+        stored: vec![0, 2000],
+        error: (Some(1000), 4010),
+        timecodes: vec![0, 1000, 2000],
+        ends_upload: false,
+    });
+    // A first document with two clusters, then a second one declaring four tracks.
+    let mut four = kvs_document(
+        &sample.info,
+        &sample.tracks,
+        &[(0, frames(0)), (1000, frames(1))],
+    );
+    let mut tracks = Vec::new();
+    for n in 1..=4 {
+        let mut t = sample.tracks[0].clone();
+        t.number = n;
+        t.uid = Some(n);
+        tracks.push(t);
+    }
+    four.extend(kvs_document(&sample.info, &tracks, &[(2000, frames(2))]));
+    cases.push(BadUpload {
+        stream: "tracks",
+        body: four,
+        stored: vec![0, 1000],
+        error: (None, 4012),
+        timecodes: vec![0, 1000],
+        ends_upload: true,
+    });
+
+    env.create_stream("good", 24).await;
+    for case in &cases {
+        env.create_stream(case.stream, 24).await;
+    }
+    let good = env.put_media("good").await.relative_to(start_an_hour_ago());
+    let pace = pace_for(&sample, 2048, 8.0);
+    let good_upload = tokio::spawn(good.send(BodySource::paced(sample.bytes.clone(), 2048, pace)));
+
+    let mut bad = Vec::new();
+    for case in &cases {
+        let start_ms = start_an_hour_ago();
+        let put = env.put_media(case.stream).await.relative_to(start_ms);
+        let body = case.body.clone();
+        let ends = case.ends_upload;
+        bad.push(tokio::spawn(async move {
+            let mut upload = put.start().await;
+            upload.send_bytes(&body, 1500, None).await;
+            let result = if ends {
+                // The server must stop the upload by itself, with the body still open.
+                upload.wait_end(Duration::from_secs(15)).await
+            } else {
+                upload.finish().await
+            };
+            (start_ms, result)
+        }));
+    }
+    let mut outcomes: Vec<(i64, PutMediaResult)> = Vec::new();
+    for task in bad {
+        outcomes.push(task.await.unwrap());
+    }
+    let good_result = good_upload.await.unwrap();
+    check_clean_acks(&good_result.acks, &sample.timecodes(), true);
+
+    for (case, (start_ms, result)) in cases.iter().zip(&outcomes) {
+        let ctx = case.stream;
+        assert_eq!(result.status, 200, "{ctx}");
+        let (error_tc, error_id) = case.error;
+        match error_tc {
+            Some(tc) => {
+                check_acks(&result.acks, &case.timecodes, &[(tc, error_id)], true);
+            }
+            None => {
+                check_clean_acks(
+                    &result
+                        .acks
+                        .iter()
+                        .filter(|a| !a.is(AckEventType::Error))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    &case.timecodes,
+                    true,
+                );
+                let errors = result.acks_of(AckEventType::Error);
+                assert_eq!(errors.len(), 1, "{ctx}: {:#?}", result.acks);
+                assert_eq!(
+                    errors[0].error_id,
+                    Some(error_id),
+                    "{ctx}: {:#?}",
+                    result.acks
+                );
+            }
+        }
+        let listed = env.all_fragments(case.stream).await;
+        assert_eq!(
+            listed
+                .iter()
+                .map(|f| millis(f.producer_timestamp()))
+                .collect::<Vec<_>>(),
+            case.stored
+                .iter()
+                .map(|&tc| start_ms + tc as i64)
+                .collect::<Vec<_>>(),
+            "{ctx}: stored fragments"
+        );
+    }
+    let good_listed = env.all_fragments("good").await;
+    assert_eq!(good_listed.len(), sample.clusters.len(), "the good stream");
+
+    assert_eq!(health(env.server.addr()).await, 200);
+    for case in &cases {
+        let result = env
+            .put_media(case.stream)
+            .await
+            .send(BodySource::chunks(sample.bytes.clone(), 8192))
+            .await;
+        check_clean_acks(&result.acks, &sample.timecodes(), true);
+        assert_eq!(
+            env.all_fragments(case.stream).await.len(),
+            case.stored.len() + sample.clusters.len(),
+            "{}: after a normal upload",
+            case.stream
+        );
+    }
+    env.server.shutdown().await;
+}
+
+/// Garbage from the very first byte: refused at once, nothing stored.
+#[tokio::test]
+async fn garbage_from_the_first_byte_is_refused() {
+    let env = Env::start().await;
+    env.create_stream("junk", 24).await;
+    let mut upload = env.put_media("junk").await.start().await;
+    upload
+        .send_bytes(b"GET / HTTP/1.1\r\nthis is not matroska at all", 64, None)
+        .await;
+    let result = upload.wait_end(Duration::from_secs(15)).await;
+    let errors = result.acks_of(AckEventType::Error);
+    assert_eq!(errors.len(), 1, "{:#?}", result.acks);
+    assert_eq!(errors[0].error_id, Some(4006));
+    assert!(
+        result
+            .acks
+            .iter()
+            .all(|a| a.is(AckEventType::Error) || a.is(AckEventType::Idle)),
+        "{:#?}",
+        result.acks
+    );
+    assert!(env.all_fragments("junk").await.is_empty());
+    assert_eq!(health(env.server.addr()).await, 200);
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. Retention 0
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn retention_zero_is_live_only() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("live0", 0).await;
+    let mut media = env
+        .get_media("live0", start(StartSelectorType::Now).build().unwrap())
+        .await;
+    let start_ms = start_an_hour_ago();
+    let put = env.put_media("live0").await.relative_to(start_ms);
+    let pace = pace_for(&sample, 2048, 8.0);
+    let uploading = tokio::spawn(put.send(BodySource::paced(sample.bytes.clone(), 2048, pace)));
+    let docs = media.documents(sample.clusters.len()).await;
+    let result = uploading.await.unwrap();
+    let numbers = check_clean_acks(&result.acks, &sample.timecodes(), false);
+    for (i, doc) in docs.iter().enumerate() {
+        check_document(doc, &sample, i, Some(start_ms), Some(&numbers[i]));
+    }
+    let (listed, _) = env
+        .list_fragments(
+            "live0",
+            FragmentSelectorType::ServerTimestamp,
+            now_ms() - HOUR_MS,
+            now_ms() + HOUR_MS,
+            None,
+        )
+        .await;
+    assert!(listed.is_empty(), "a live-only stream listed {listed:?}");
+    assert!(env.all_fragments("live0").await.is_empty());
+
+    // A second upload keeps numbering upwards.
+    let again = env
+        .put_media("live0")
+        .await
+        .send(BodySource::chunks(sample.bytes.clone(), 8192))
+        .await;
+    let later = check_clean_acks(&again.acks, &sample.timecodes(), false);
+    assert!(
+        number_lt(numbers.last().unwrap(), &later[0]),
+        "fragment numbers went back across uploads: {numbers:?} then {later:?}"
+    );
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. A fragment resent after a lost ack
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_resent_fragment_keeps_its_number() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("resend", 24).await;
+    let first = env
+        .put_media("resend")
+        .await
+        .absolute()
+        .send(BodySource::chunks(sample.bytes.clone(), 8192))
+        .await;
+    let numbers = check_clean_acks(&first.acks, &sample.timecodes(), true);
+    let second = env
+        .put_media("resend")
+        .await
+        .absolute()
+        .send(BodySource::chunks(sample.bytes.clone(), 3000))
+        .await;
+    let again = check_clean_acks(&second.acks, &sample.timecodes(), true);
+    assert_eq!(again, numbers, "PERSISTED numbers of the resent fragments");
+    let listed = env.all_fragments("resend").await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| f.fragment_number().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        numbers,
+        "each fragment listed once"
+    );
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. One connection per stream
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_second_connection_replaces_the_first() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("cam", 24).await;
+    let mut first = env
+        .put_media("cam")
+        .await
+        .relative_to(start_an_hour_ago())
+        .start()
+        .await;
+    first
+        .send_bytes(&sample.bytes[..sample.clusters[1].end as usize], 4096, None)
+        .await;
+    let second_tc = sample.clusters[1].timecode;
+    first
+        .wait_for(
+            |a| a.is(AckEventType::Persisted) && a.fragment_timecode == Some(second_tc),
+            ACK_TIMEOUT,
+        )
+        .await;
+
+    let second = env.put_media("cam").await.start().await;
+    assert_eq!(second.status(), 200);
+    // The first connection is told, and ends, while its body is still open.
+    let replaced = first.wait_end(Duration::from_secs(15)).await;
+    let error = replaced
+        .acks
+        .iter()
+        .rfind(|a| !a.is(AckEventType::Idle))
+        .unwrap();
+    assert_eq!(
+        (
+            error.event_type,
+            error.error_id,
+            error.error_code.as_deref()
+        ),
+        (AckEventType::Error, Some(4000), Some("CONNECTION_REPLACED")),
+        "{:#?}",
+        replaced.acks
+    );
+    let before: Vec<Ack> = replaced
+        .acks
+        .iter()
+        .filter(|a| !a.is(AckEventType::Error))
+        .cloned()
+        .collect();
+    check_clean_acks(&before, &sample.timecodes()[..2], true);
+
+    let mut second = second;
+    second.send_bytes(&sample.bytes, 4096, None).await;
+    let result = second.finish().await;
+    check_clean_acks(&result.acks, &sample.timecodes(), true);
+    assert_eq!(
+        env.all_fragments("cam").await.len(),
+        2 + sample.clusters.len()
+    );
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. Request errors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn put_media_request_errors() {
+    let env = Env::start().await;
+    env.create_stream("exists", 24).await;
+    let addr = env.server.addr();
+
+    let missing = PutMedia::new(addr, "nope")
+        .send(BodySource::chunks(
+            Bytes::from_static(b"\x1a\x45\xdf\xa3"),
+            4,
+        ))
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.error_body);
+    assert_eq!(
+        missing
+            .error_type
+            .as_deref()
+            .map(|t| t.split(':').next().unwrap()),
+        Some("ResourceNotFoundException"),
+        "{}",
+        missing.error_body
+    );
+    assert!(missing.acks.is_empty());
+
+    let no_name = PutMedia::new(addr, "exists")
+        .without_stream_name()
+        .send(BodySource::chunks(
+            Bytes::from_static(b"\x1a\x45\xdf\xa3"),
+            4,
+        ))
+        .await;
+    assert_eq!(no_name.status, 400, "{}", no_name.error_body);
+    assert_eq!(
+        no_name
+            .error_type
+            .as_deref()
+            .map(|t| t.split(':').next().unwrap()),
+        Some("InvalidArgumentException"),
+        "{}",
+        no_name.error_body
+    );
+
+    // The stream still takes a normal upload.
+    let sample = Sample::load(VIDEO);
+    let ok = PutMedia::new(addr, "exists")
+        .send(BodySource::chunks(sample.bytes.clone(), 8192))
+        .await;
+    check_clean_acks(&ok.acks, &sample.timecodes(), true);
+    env.server.shutdown().await;
+}
