@@ -515,6 +515,14 @@ impl Conn {
         self.send(path, req).await
     }
 
+    /// `GET <path>`: the status and the whole response body.
+    async fn get(&mut self, path: &str) -> anyhow::Result<(StatusCode, Bytes)> {
+        let req = Request::get(path)
+            .header(HOST, self.endpoint.host.clone())
+            .body(Full::new(Bytes::new()))?;
+        self.send(path, req).await
+    }
+
     /// A REST-JSON call whose answer is parsed as JSON; anything but 200 is an error.
     async fn post_json(&mut self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let (status, resp) = self

@@ -141,6 +141,11 @@ pub(crate) struct VideoArgs {
     /// In-process server only: directory to create the temporary data directory in.
     #[arg(long)]
     data_parent: Option<PathBuf>,
+    /// Write every PERSISTED ack to this CSV file (stream, fragment, when its last byte was
+    /// sent in ms since the first producer started, latency in ms), to see when slow ones
+    /// happened.
+    #[arg(long)]
+    latency_log: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: &VideoArgs) -> anyhow::Result<()> {
@@ -180,6 +185,9 @@ pub(crate) fn run(args: &VideoArgs) -> anyhow::Result<()> {
         drop(local.shutdown());
     }
     let outcome = outcome?;
+    if let Some(path) = &args.latency_log {
+        write_latency_log(path, &outcome)?;
+    }
     let (markdown, result_line, problems) = report(args, &plan, &label, &outcome);
     println!("{markdown}");
     println!("{result_line}");
@@ -389,7 +397,11 @@ struct Outcome {
     readers: Vec<ReaderOutcome>,
     /// From the first producer's start to the last PERSISTED ack (or the end of the run).
     elapsed_s: f64,
+    /// When the first producer started.
+    started: Instant,
     cpu: CpuUse,
+    /// The server's segment fdatasyncs during the run, from its `/metrics` (when it has them).
+    fsync: Option<FsyncStats>,
     /// Readers that could not be opened, producers that failed outright.
     failures: Vec<String>,
 }
@@ -483,6 +495,7 @@ async fn load(
     }
     tokio::time::sleep_until(start).await;
     let cpu_before = cpu.sample();
+    let fsync_before = FsyncStats::fetch(&mut control).await;
     let started = Instant::now();
 
     let mut failures = Vec::new();
@@ -501,6 +514,10 @@ async fn load(
         }
     }
     let cpu = cpu.since(cpu_before);
+    let fsync = match (fsync_before, FsyncStats::fetch(&mut control).await) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
     let last_ack = producer_outcomes
         .iter()
         .filter_map(|p| p.acks.last_persisted)
@@ -524,9 +541,104 @@ async fn load(
         producers: producer_outcomes,
         readers: reader_outcomes,
         elapsed_s,
+        started,
         cpu,
+        fsync,
         failures,
     })
+}
+
+/// The storage engine's fdatasync histogram, as timeshard's `/metrics` renders it
+/// (`timeshard_storage_fsync_seconds`): what the disk did during a run.
+#[derive(Debug, Clone, PartialEq)]
+struct FsyncStats {
+    count: u64,
+    sum_s: f64,
+    /// `(upper bound in seconds, cumulative count)`, ascending.
+    buckets: Vec<(f64, u64)>,
+}
+
+impl FsyncStats {
+    const NAME: &str = "timeshard_storage_fsync_seconds";
+
+    async fn fetch(conn: &mut Conn) -> Option<FsyncStats> {
+        let (status, body) = conn.get("/metrics").await.ok()?;
+        if status != StatusCode::OK {
+            return None;
+        }
+        FsyncStats::parse(std::str::from_utf8(&body).ok()?)
+    }
+
+    fn parse(text: &str) -> Option<FsyncStats> {
+        let mut stats = FsyncStats {
+            count: 0,
+            sum_s: 0.0,
+            buckets: Vec::new(),
+        };
+        let mut seen = false;
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(Self::NAME) else {
+                continue;
+            };
+            let (series, value) = rest.rsplit_once(' ')?;
+            if let Some(bound) = series
+                .strip_prefix("_bucket{le=\"")
+                .and_then(|b| b.strip_suffix("\"}"))
+            {
+                if let Ok(bound) = bound.parse::<f64>() {
+                    stats.buckets.push((bound, value.parse().ok()?));
+                }
+            } else if series == "_sum" {
+                stats.sum_s = value.parse().ok()?;
+                seen = true;
+            } else if series == "_count" {
+                stats.count = value.parse().ok()?;
+            }
+        }
+        seen.then_some(stats)
+    }
+
+    fn since(&self, before: &FsyncStats) -> FsyncStats {
+        FsyncStats {
+            count: self.count.saturating_sub(before.count),
+            sum_s: self.sum_s - before.sum_s,
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(bound, n)| {
+                    let was = before
+                        .buckets
+                        .iter()
+                        .find(|(b, _)| *b == bound)
+                        .map_or(0, |&(_, n)| n);
+                    (bound, n.saturating_sub(was))
+                })
+                .collect(),
+        }
+    }
+
+    /// Calls slower than `bound_s` (a bucket bound).
+    fn over(&self, bound_s: f64) -> u64 {
+        let within = self
+            .buckets
+            .iter()
+            .find(|(b, _)| (*b - bound_s).abs() < 1e-12)
+            .map_or(0, |&(_, n)| n);
+        self.count.saturating_sub(within)
+    }
+
+    fn describe(&self) -> String {
+        if self.count == 0 {
+            return "no segment fdatasync".to_owned();
+        }
+        format!(
+            "{} segment fdatasyncs, mean {:.1} ms, {} over 10 ms, {} over 50 ms",
+            self.count,
+            self.sum_s / self.count as f64 * 1e3,
+            self.over(0.01),
+            self.over(0.05),
+        )
+    }
 }
 
 /// DescribeStream until ACTIVE (timeshard creates video streams ACTIVE unless told otherwise).
@@ -561,6 +673,7 @@ struct Producer {
 
 #[derive(Default)]
 struct ProducerOutcome {
+    index: u32,
     bytes_sent: u64,
     fragments_sent: u64,
     frames_sent: u64,
@@ -573,6 +686,8 @@ struct ProducerOutcome {
 /// A cluster waiting for its acks.
 struct Pending {
     timecode: u64,
+    /// Its index in the upload.
+    fragment: u64,
     /// One of the first `--warmup-fragments` of its upload.
     warmup: bool,
     /// When its last byte was handed to the connection.
@@ -619,7 +734,10 @@ impl Producer {
             .body(body)?;
         sender.ready().await.context("PutMedia: connection lost")?;
         let response = sender.send_request(req);
-        let mut out = ProducerOutcome::default();
+        let mut out = ProducerOutcome {
+            index: self.index,
+            ..ProducerOutcome::default()
+        };
         // Queued until the connection sends the request head, then streamed.
         send(&mut tx, plan.header.clone(), &mut out).await;
         let response = response.await.context("PutMedia: sending the request")?;
@@ -684,6 +802,7 @@ impl Producer {
                     // The clock starts before the last byte goes, so no ack can beat it.
                     lock(&pending).push_back(Pending {
                         timecode,
+                        fragment,
                         warmup: fragment < self.warmup_fragments,
                         last_byte: Instant::now(),
                         received: false,
@@ -739,6 +858,8 @@ struct AckOutcome {
     received: Latencies,
     /// PERSISTED latencies of the warm-up fragments.
     persisted_warmup: Latencies,
+    /// Every PERSISTED ack: the fragment's index, when its last byte went, its latency.
+    log: Vec<(u64, Instant, Duration)>,
     errors: u64,
     first_error: Option<String>,
     /// Clusters sent that were never acked PERSISTED.
@@ -831,6 +952,8 @@ fn on_ack(line: &[u8], now: Instant, pending: &Mutex<VecDeque<Pending>>, out: &m
                 }
                 out.last_persisted = Some(now);
                 out.fragments_persisted += 1;
+                out.log
+                    .push((pending[at].fragment, pending[at].last_byte, latency));
                 pending.remove(at);
             } else if !pending[at].warmup && !pending[at].received {
                 pending[at].received = true;
@@ -987,6 +1110,30 @@ async fn sleep_until_or_never(at: Option<tokio::time::Instant>) {
 // ---------------------------------------------------------------------------------------------
 // Report
 
+fn write_latency_log(path: &std::path::Path, o: &Outcome) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut csv = String::from("stream,fragment,sent_ms,persisted_latency_ms\n");
+    let mut rows: Vec<(u32, u64, f64, f64)> = o
+        .producers
+        .iter()
+        .flat_map(|p| {
+            p.acks.log.iter().map(|&(fragment, sent, latency)| {
+                (
+                    p.index,
+                    fragment,
+                    sent.saturating_duration_since(o.started).as_secs_f64() * 1e3,
+                    latency.as_secs_f64() * 1e3,
+                )
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| a.2.total_cmp(&b.2));
+    for (stream, fragment, sent_ms, latency_ms) in rows {
+        let _ = writeln!(csv, "{stream},{fragment},{sent_ms:.3},{latency_ms:.3}");
+    }
+    std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))
+}
+
 fn report(
     args: &VideoArgs,
     plan: &Plan,
@@ -1128,7 +1275,7 @@ fn report(
          fragments/s; PERSISTED p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; RECEIVED p50 {:.1} ms, \
          p99 {:.1} ms{live_text}{warmup_text}; {fragments_persisted} of {fragments_sent} fragments PERSISTED \
          ({frames_sent} frames, {:.0} MB sent) in {:.1} s; {errors} ERROR acks, {missing} \
-         missing; {late} frames sent >{} ms late; {} |",
+         missing; {late} frames sent >{} ms late; {}; {} |",
         args.streams,
         plan.fragment_ms,
         plan.frames_per_fragment,
@@ -1140,6 +1287,9 @@ fn report(
         bytes_sent as f64 / 1e6,
         o.elapsed_s,
         LATE.as_millis(),
+        o.fsync
+            .as_ref()
+            .map_or_else(|| "fdatasyncs not known".to_owned(), FsyncStats::describe),
         o.cpu.describe(o.elapsed_s),
     ));
     let opt = |v: Option<f64>| v.map_or("-".to_owned(), |s| format!("{s:.2}"));
@@ -1154,8 +1304,8 @@ fn report(
         "result label={label:?} streams={} pace={:?} frame_bytes={} mb_per_s={mb_per_s:.1} \
          fragments_per_s={fragments_per_s:.1} persisted_p50_ms={:.2} persisted_p99_ms={:.2} \
          persisted_max_ms={:.2} received_p99_ms={:.2} live_p50_ms={} live_p99_ms={} \
-         live_max_ms={} warmup_persisted_p99_ms={:.2} warmup_live_p99_ms={} late_frames={late} server_cpu_s={} client_cpu_s={} errors={errors} \
-         missing={missing} problems={}",
+         live_max_ms={} warmup_persisted_p99_ms={:.2} warmup_live_p99_ms={} late_frames={late} server_cpu_s={} client_cpu_s={} fsyncs={} fsync_mean_ms={} \
+         errors={errors} missing={missing} problems={}",
         args.streams,
         plan.pace,
         plan.frame_bytes,
@@ -1170,6 +1320,14 @@ fn report(
         live_ms(live_warmup.p99_ms()),
         opt(o.cpu.server_s()),
         opt(o.cpu.client_s()),
+        o.fsync
+            .as_ref()
+            .map_or("-".to_owned(), |f| f.count.to_string()),
+        opt(o
+            .fsync
+            .as_ref()
+            .filter(|f| f.count > 0)
+            .map(|f| f.sum_s / f.count as f64 * 1e3)),
         problems.len(),
     );
     (md, result_line, problems)
@@ -1198,6 +1356,27 @@ mod tests {
             })
         );
         assert_eq!(parse_ack(b"garbage"), None);
+    }
+
+    #[test]
+    fn fsync_histograms_are_read_from_metrics() {
+        let text = "# TYPE timeshard_storage_fsync_seconds histogram\n\
+            timeshard_storage_fsync_seconds_bucket{le=\"0.01\"} 7\n\
+            timeshard_storage_fsync_seconds_bucket{le=\"0.05\"} 9\n\
+            timeshard_storage_fsync_seconds_bucket{le=\"+Inf\"} 10\n\
+            timeshard_storage_fsync_seconds_sum 0.25\n\
+            timeshard_storage_fsync_seconds_count 10\n";
+        let after = FsyncStats::parse(text).expect("parses");
+        assert_eq!(after.count, 10);
+        assert_eq!(after.buckets, [(0.01, 7), (0.05, 9), (f64::INFINITY, 10)]);
+        let before = FsyncStats {
+            count: 4,
+            sum_s: 0.05,
+            buckets: vec![(0.01, 4), (0.05, 4)],
+        };
+        let run = after.since(&before);
+        assert_eq!((run.count, run.over(0.01), run.over(0.05)), (6, 3, 1));
+        assert_eq!(FsyncStats::parse("other_metric 1\n"), None);
     }
 
     #[test]
@@ -1255,6 +1434,7 @@ mod tests {
             server_pid: None,
             sync: SyncPolicy::Never,
             data_parent: None,
+            latency_log: None,
         };
         let plan = Plan::new(&args).expect("valid plan");
         assert_eq!(plan.frame_bytes, 20_000);
