@@ -18,6 +18,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +33,9 @@ use bytes::Bytes;
 use timeshard_parser::fragment::tag_names;
 use timeshard_parser::mkv::{self, write};
 use timeshard_parser::{Fragment, Frame, MkvEvent, MkvReader, SegmentInfo, Track, read_fragments};
+use timeshard_server::config::LimitsMode;
 use timeshard_storage::SequenceNumber;
+use timeshard_storage::clock::{Clock as _, ManualClock};
 use timeshard_tests::TestServer;
 use timeshard_tests::putmedia::{Ack, AckEventType, BodySource, PutMedia, PutMediaResult, Upload};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -688,6 +691,19 @@ fn check_document(
     producer_start_ms: Option<i64>,
     number: Option<&str>,
 ) {
+    check_document_at(doc, sample, i, producer_start_ms, number, now_ms());
+}
+
+/// [`check_document`] on a server whose clock says `server_now_ms`.
+#[track_caller]
+fn check_document_at(
+    doc: &Fragment,
+    sample: &Sample,
+    i: usize,
+    producer_start_ms: Option<i64>,
+    number: Option<&str>,
+    server_now_ms: i64,
+) {
     let cluster = &sample.clusters[i];
     let ctx = format!("document for cluster {i} (timecode {})", cluster.timecode);
     assert_eq!(doc.error_code, None, "{ctx}: error tags");
@@ -708,8 +724,8 @@ fn check_document(
         .server_timestamp_ms
         .unwrap_or_else(|| panic!("{ctx}: no AWS_KINESISVIDEO_SERVER_TIMESTAMP"));
     assert!(
-        (now_ms() - HOUR_MS..=now_ms()).contains(&server_ts),
-        "{ctx}: server timestamp {server_ts} is not recent"
+        (server_now_ms - HOUR_MS..=server_now_ms).contains(&server_ts),
+        "{ctx}: server timestamp {server_ts} is not recent (server time {server_now_ms})"
     );
     let scale = sample.info.timecode_scale;
     // The cluster timecode on the absolute scale, in timecode units.
@@ -2554,4 +2570,489 @@ async fn shutdown_ends_uploads_with_an_error_ack() {
         true,
     );
     assert_eq!(numbers.len(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention
+// ---------------------------------------------------------------------------------------------
+
+/// Once retention has removed a stream's oldest fragments, the media APIs carry on from what is
+/// left: ListFragments and GetMedia EARLIEST start at the oldest survivor (whose ingest session,
+/// Info and Tracks, must still be there), a start position inside the removed part moves up to
+/// it, and GetMediaForFragmentList answers a removed fragment with error tags.
+#[tokio::test]
+async fn media_after_retention_removed_the_oldest_fragments() {
+    let clock = Arc::new(ManualClock::new(now_ms()));
+    let server = TestServer::start_with_clock(clock.clone(), |c| {
+        c.max_clock_skew = Duration::from_secs(24 * 3600);
+        c.retention_interval = Duration::from_secs(1);
+    })
+    .await;
+    let env = Env::with_server(server);
+    let video = Sample::load(VIDEO);
+    let av = Sample::load(VIDEO_AAC);
+    env.create_stream("old", 1).await;
+    let start_ms = start_an_hour_ago();
+    let first = env
+        .put_media("old")
+        .await
+        .relative_to(start_ms)
+        .send(BodySource::chunks(video.bytes.clone(), 8192))
+        .await;
+    let old = check_clean_acks(&first.acks, &video.timecodes(), true);
+    clock.advance_ms(40 * 60_000);
+    let second = env
+        .put_media("old")
+        .await
+        .relative_to(start_ms + 60_000)
+        .send(BodySource::chunks(av.bytes.clone(), 8192))
+        .await;
+    let kept = check_clean_acks(&second.acks, &av.timecodes(), true);
+    // The first upload is now 70 minutes old, past the 1 h retention; the second 30 minutes.
+    clock.advance_ms(30 * 60_000);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = env.all_fragments("old").await;
+        let numbers: Vec<String> = listed
+            .iter()
+            .map(|f| f.fragment_number().unwrap().to_owned())
+            .collect();
+        if numbers == kept {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not leave exactly the second upload: {numbers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Another pass, so that the removed fragments' ingest session is pruned too.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    let mut media = env
+        .get_media("old", start(StartSelectorType::Earliest).build().unwrap())
+        .await;
+    let docs = media.documents(av.clusters.len()).await;
+    for (i, doc) in docs.iter().enumerate() {
+        check_document_at(
+            doc,
+            &av,
+            i,
+            Some(start_ms + 60_000),
+            Some(&kept[i]),
+            clock.now_ms(),
+        );
+    }
+    let mut media = env
+        .get_media(
+            "old",
+            start(StartSelectorType::FragmentNumber)
+                .after_fragment_number(&old[1])
+                .build()
+                .unwrap(),
+        )
+        .await;
+    let doc = media.documents(1).await.remove(0);
+    assert_eq!(
+        doc.fragment_number.as_deref(),
+        Some(kept[0].as_str()),
+        "FRAGMENT_NUMBER after a removed fragment: the oldest left"
+    );
+
+    let client = env.archived("old", ApiName::GetMediaForFragmentList).await;
+    let out = client
+        .get_media_for_fragment_list()
+        .stream_name("old")
+        .set_fragments(Some(vec![old[2].clone(), kept[1].clone()]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetMediaForFragmentList: {}", display(&e)));
+    let docs = MediaStream::new(out.payload).all_documents().await;
+    assert_eq!(docs.len(), 2);
+    assert_eq!(docs[0].fragment_number.as_deref(), Some(old[2].as_str()));
+    assert!(
+        docs[0].error_code.is_some() && !docs[0].has_cluster,
+        "{:#?}",
+        docs[0]
+    );
+    check_fragment_list_document(&docs[1], &av, 1, start_ms + 60_000, &kept[1]);
+
+    // The first upload's Info and Tracks again: a new ingest session, readable after the
+    // surviving one.
+    let third = env
+        .put_media("old")
+        .await
+        .relative_to(start_ms + 120_000)
+        .send(BodySource::chunks(video.bytes.clone(), 8192))
+        .await;
+    let new = check_clean_acks(&third.acks, &video.timecodes(), true);
+    let mut media = env
+        .get_media("old", start(StartSelectorType::Earliest).build().unwrap())
+        .await;
+    let docs = media
+        .documents(av.clusters.len() + video.clusters.len())
+        .await;
+    for (i, doc) in docs[av.clusters.len()..].iter().enumerate() {
+        check_document_at(
+            doc,
+            &video,
+            i,
+            Some(start_ms + 120_000),
+            Some(&new[i]),
+            clock.now_ms(),
+        );
+    }
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The KVS producer's byte layout, and AWS's per-fragment limits
+// ---------------------------------------------------------------------------------------------
+
+/// One cluster of a KVS-producer-style body: metadata tags before it, frames, and the
+/// end-of-fragment marker after it.
+struct KvsCluster<'a> {
+    timecode: u64,
+    tags: Vec<mkv::SimpleTag>,
+    frames: &'a [Frame],
+}
+
+/// A body laid out as the KVS producer (PIC) writes it: Info with its strings, per fragment a
+/// Tags element of metadata before the unknown-size Cluster and an
+/// `AWS_KINESISVIDEO_END_OF_FRAGMENT` Tags after its frames.
+fn pic_document(tracks: &[Track], clusters: &[KvsCluster<'_>]) -> Vec<u8> {
+    let info = SegmentInfo {
+        segment_uid: Some(Bytes::from_static(&[7; 16])),
+        title: Some("Kinesis Video SDK".to_owned()),
+        muxing_app: Some("libkinesisvideo".to_owned()),
+        writing_app: Some("KinesisVideoSDK".to_owned()),
+        ..SegmentInfo::default()
+    };
+    let mut out = Vec::new();
+    write::ebml_header(&mut out);
+    write::segment_start_unknown(&mut out);
+    write::info(&mut out, &info);
+    write::tracks(&mut out, tracks);
+    for c in clusters {
+        write::tags(&mut out, &c.tags);
+        write::cluster_start_unknown(&mut out, c.timecode);
+        for f in c.frames {
+            write::simple_block(&mut out, f);
+        }
+        write::tags(
+            &mut out,
+            &[mkv::SimpleTag::string(tag_names::END_OF_FRAGMENT, "")],
+        );
+    }
+    out
+}
+
+/// A PIC-style upload with ABSOLUTE epoch timecodes: producer timestamps are the timecodes,
+/// fragment metadata comes back with its fragment (and only that one), the end-of-fragment
+/// markers do not come back at all.
+#[tokio::test]
+async fn a_kvs_producer_style_upload() {
+    let env = Env::start().await;
+    let sample = Sample::load(VIDEO);
+    env.create_stream("pic", 24).await;
+    let base = start_an_hour_ago() as u64;
+    let metadata = vec![
+        mkv::SimpleTag::string("CAMERA", "front door"),
+        mkv::SimpleTag::string("SEQUENCE", "2"),
+    ];
+    let clusters: Vec<KvsCluster<'_>> = sample
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| KvsCluster {
+            timecode: base + c.timecode,
+            tags: if i == 1 { metadata.clone() } else { Vec::new() },
+            frames: &c.frames,
+        })
+        .collect();
+    let body = pic_document(&sample.tracks, &clusters);
+    let pic = Sample::parse(Bytes::from(body.clone()));
+    let result = env
+        .put_media("pic")
+        .await
+        .absolute()
+        .header(
+            "x-amzn-producer-start-timestamp",
+            &format!("{}.{}", base / 1000, base % 1000),
+        )
+        .send(BodySource::chunks(body, 5000))
+        .await;
+    let numbers = check_clean_acks(&result.acks, &pic.timecodes(), true);
+    let listed = env.all_fragments("pic").await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| millis(f.producer_timestamp()))
+            .collect::<Vec<_>>(),
+        pic.timecodes()
+            .iter()
+            .map(|&t| t as i64)
+            .collect::<Vec<_>>()
+    );
+    let mut media = env
+        .get_media("pic", start(StartSelectorType::Earliest).build().unwrap())
+        .await;
+    let docs = media.documents(pic.clusters.len()).await;
+    for (i, doc) in docs.iter().enumerate() {
+        check_document(doc, &pic, i, None, Some(&numbers[i]));
+        let expected = if i == 1 { metadata.clone() } else { Vec::new() };
+        assert_eq!(doc.producer_tags, expected, "producer tags of fragment {i}");
+    }
+    assert!(
+        !media
+            .docs
+            .bytes
+            .windows(tag_names::END_OF_FRAGMENT.len())
+            .any(|w| w == tag_names::END_OF_FRAGMENT.as_bytes()),
+        "the producer's end-of-fragment marker came back in GetMedia"
+    );
+    env.server.shutdown().await;
+}
+
+/// With `--limits aws`: a fragment longer than 10 s (4002), a declared track without frames in
+/// a fragment (4011) and more than 10 metadata tags (4009) are refused, and the uploads go on.
+#[tokio::test]
+async fn aws_limits_per_fragment() {
+    let env = Env::with_server(TestServer::start_with(|c| c.limits = LimitsMode::Aws).await);
+    let video = Sample::load(VIDEO);
+    let av = Sample::load(VIDEO_AAC);
+
+    // 12 s of frames in the second cluster.
+    env.create_stream("long", 24).await;
+    let long: Vec<Frame> = (0..25)
+        .map(|k| Frame {
+            timecode: k * 500,
+            ..video.clusters[1].frames[k as usize].clone()
+        })
+        .collect();
+    let body = kvs_document(
+        &video.info,
+        &video.tracks,
+        &[
+            (0, &video.clusters[0].frames),
+            (1000, &long),
+            (13_000, &video.clusters[2].frames),
+        ],
+    );
+    let result = env
+        .put_media("long")
+        .await
+        .relative_to(start_an_hour_ago())
+        .send(BodySource::chunks(body, 8192))
+        .await;
+    check_acks(&result.acks, &[0, 1000, 13_000], &[(1000, 4002)], true);
+
+    // The audio track has no frames in the second cluster.
+    env.create_stream("silent", 24).await;
+    let video_track = av
+        .tracks
+        .iter()
+        .find(|t| t.track_type == mkv::TRACK_TYPE_VIDEO)
+        .unwrap()
+        .number;
+    let video_only: Vec<Frame> = av.clusters[1]
+        .frames
+        .iter()
+        .filter(|f| f.track == video_track)
+        .cloned()
+        .collect();
+    let tcs: Vec<u64> = av.timecodes()[..3].to_vec();
+    let body = kvs_document(
+        &av.info,
+        &av.tracks,
+        &[
+            (tcs[0], &av.clusters[0].frames),
+            (tcs[1], &video_only),
+            (tcs[2], &av.clusters[2].frames),
+        ],
+    );
+    let result = env
+        .put_media("silent")
+        .await
+        .relative_to(start_an_hour_ago())
+        .send(BodySource::chunks(body, 8192))
+        .await;
+    check_acks(&result.acks, &tcs, &[(tcs[1], 4011)], true);
+
+    // Ten metadata tags are fine, eleven are not (the tags go, the fragment stays).
+    env.create_stream("chatty", 24).await;
+    let tags = |n: usize| -> Vec<mkv::SimpleTag> {
+        (0..n)
+            .map(|k| mkv::SimpleTag::string(format!("KEY{k}"), format!("value {k}")))
+            .collect()
+    };
+    let clusters: Vec<KvsCluster<'_>> = video.clusters[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| KvsCluster {
+            timecode: c.timecode,
+            tags: match i {
+                0 => tags(10),
+                1 => tags(11),
+                _ => Vec::new(),
+            },
+            frames: &c.frames,
+        })
+        .collect();
+    let result = env
+        .put_media("chatty")
+        .await
+        .relative_to(start_an_hour_ago())
+        .send(BodySource::chunks(
+            pic_document(&video.tracks, &clusters),
+            8192,
+        ))
+        .await;
+    let errors = result.acks_of(AckEventType::Error);
+    assert_eq!(errors.len(), 1, "{:#?}", result.acks);
+    assert_eq!(errors[0].error_id, Some(4009), "{:#?}", result.acks);
+    let clean: Vec<Ack> = result
+        .acks
+        .iter()
+        .filter(|a| !a.is(AckEventType::Error))
+        .cloned()
+        .collect();
+    check_clean_acks(&clean, &video.timecodes()[..3], true);
+    let mut media = env
+        .get_media(
+            "chatty",
+            start(StartSelectorType::Earliest).build().unwrap(),
+        )
+        .await;
+    let docs = media.documents(3).await;
+    assert_eq!(docs[0].producer_tags, tags(10));
+    assert!(
+        docs[1].producer_tags.len() < 11,
+        "eleven tags kept: {:?}",
+        docs[1].producer_tags
+    );
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Media API errors
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn media_api_errors() {
+    let env = Env::start().await;
+    env.create_stream("cam", 24).await;
+    let endpoint = env.endpoint("cam", ApiName::GetMedia).await;
+    let media = timeshard_tests::kinesis_video_media_client(&endpoint);
+    let archived = timeshard_tests::kinesis_video_archived_media_client(&endpoint);
+
+    let code = |e: &dyn aws_sdk_kinesisvideo::error::ProvideErrorMetadata| {
+        e.code().unwrap_or_default().to_owned()
+    };
+    let status = |raw: Option<&aws_sdk_kinesisvideo::config::http::HttpResponse>| {
+        raw.map(|r| r.status().as_u16())
+    };
+
+    let e = media
+        .get_media()
+        .stream_name("nope")
+        .start_selector(start(StartSelectorType::Earliest).build().unwrap())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (code(&e), status(e.raw_response())),
+        ("ResourceNotFoundException".to_owned(), Some(404))
+    );
+    for selector in [
+        start(StartSelectorType::FragmentNumber).build().unwrap(),
+        start(StartSelectorType::FragmentNumber)
+            .after_fragment_number("12")
+            .build()
+            .unwrap(),
+        start(StartSelectorType::ContinuationToken).build().unwrap(),
+        start(StartSelectorType::ServerTimestamp).build().unwrap(),
+    ] {
+        let what = format!("{selector:?}");
+        let e = media
+            .get_media()
+            .stream_name("cam")
+            .start_selector(selector)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (code(&e), status(e.raw_response())),
+            ("InvalidArgumentException".to_owned(), Some(400)),
+            "{what}"
+        );
+    }
+
+    let range = |from: i64, to: i64| {
+        FragmentSelector::builder()
+            .fragment_selector_type(FragmentSelectorType::ServerTimestamp)
+            .timestamp_range(
+                TimestampRange::builder()
+                    .start_timestamp(DateTime::from_millis(from))
+                    .end_timestamp(DateTime::from_millis(to))
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let e = archived
+        .list_fragments()
+        .stream_name("nope")
+        .fragment_selector(range(0, now_ms()))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (code(&e), status(e.raw_response())),
+        ("ResourceNotFoundException".to_owned(), Some(404))
+    );
+    for (what, request) in [
+        (
+            "end before start",
+            archived
+                .list_fragments()
+                .stream_name("cam")
+                .fragment_selector(range(now_ms(), now_ms() - 1000)),
+        ),
+        (
+            "a made-up NextToken",
+            archived
+                .list_fragments()
+                .stream_name("cam")
+                .next_token("bm9wZQ=="),
+        ),
+        (
+            "MaxResults 0",
+            archived
+                .list_fragments()
+                .stream_name("cam")
+                .max_results(0)
+                .fragment_selector(range(0, now_ms())),
+        ),
+    ] {
+        let e = request.send().await.unwrap_err();
+        assert_eq!(
+            (code(&e), status(e.raw_response())),
+            ("InvalidArgumentException".to_owned(), Some(400)),
+            "{what}"
+        );
+    }
+    let e = archived
+        .get_media_for_fragment_list()
+        .stream_name("nope")
+        .fragments("1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (code(&e), status(e.raw_response())),
+        ("ResourceNotFoundException".to_owned(), Some(404))
+    );
+    env.server.shutdown().await;
 }
