@@ -1,6 +1,6 @@
-//! Kinesis Video Streams media, end to end: PutMedia (our test client, signed like the KVS C
-//! producer, and ffmpeg), GetMedia and the archived-media APIs (the official AWS SDK for Rust),
-//! against a real server each.
+//! Kinesis Video Streams media, end to end: PutMedia (our test client `timeshard_tests::putmedia`,
+//! signed like the KVS C producer; ffmpeg; curl), GetMedia and the archived-media APIs (the
+//! official AWS SDK for Rust), against a real server each.
 //!
 //! The reference is the sample media itself: every sample is read with the parser's
 //! `MkvReader`, and whatever comes back (acks per cluster, ListFragments timestamps and sizes,
@@ -3186,5 +3186,62 @@ async fn a_seekable_file_with_block_groups() {
     for (i, doc) in media.documents(2).await.iter().enumerate() {
         check_document(doc, &sample, i, Some(start_ms), Some(&numbers[i]));
     }
+    env.server.shutdown().await;
+}
+
+/// curl as the producer (`curl -X POST -T -`: a chunked body from stdin, with
+/// `Expect: 100-continue`), its output parsed as acks.
+#[tokio::test]
+async fn curl_uploads_from_a_pipe() {
+    const CURL: &str = "/usr/bin/curl";
+    if !std::path::Path::new(CURL).exists() {
+        println!("skipped: {CURL} is missing");
+        return;
+    }
+    let env = Env::with_server(TestServer::start_with(|c| c.credentials.clear()).await);
+    env.create_stream("piped", 24).await;
+    let sample = Sample::load(VIDEO);
+    let url = format!("{}/putMedia", env.server.endpoint_url());
+    let mut curl = tokio::process::Command::new(CURL)
+        .args([
+            "-sS",
+            "-X",
+            "POST",
+            "-T",
+            "-",
+            "-H",
+            "x-amzn-stream-name: piped",
+        ])
+        .arg(&url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = curl.stdin.take().unwrap();
+    stdin.write_all(&sample.bytes).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(30), curl.wait_with_output())
+        .await
+        .expect("curl did not finish in 30 s")
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let acks: Vec<Ack> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(Ack::parse)
+        .collect();
+    let numbers = check_clean_acks(&acks, &sample.timecodes(), true);
+    let listed: Vec<String> = env
+        .all_fragments("piped")
+        .await
+        .iter()
+        .map(|f| f.fragment_number().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, numbers);
     env.server.shutdown().await;
 }
