@@ -1908,12 +1908,21 @@ async fn retention_zero_is_live_only() {
     assert!(listed.is_empty(), "a live-only stream listed {listed:?}");
     assert!(env.all_fragments("live0").await.is_empty());
 
-    // A second upload keeps numbering upwards.
+    // A second upload, its body fed through a channel by another task, keeps numbering
+    // upwards.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = sample.bytes.clone();
+    let feeder = tokio::spawn(async move {
+        for chunk in body.chunks(5000) {
+            tx.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+        }
+    });
     let again = env
         .put_media("live0")
         .await
-        .send(BodySource::chunks(sample.bytes.clone(), 8192))
+        .send(BodySource::Channel(rx))
         .await;
+    feeder.await.unwrap();
     let later = check_clean_acks(&again.acks, &sample.timecodes(), false);
     assert!(
         number_lt(numbers.last().unwrap(), &later[0]),
