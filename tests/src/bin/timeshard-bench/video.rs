@@ -36,9 +36,18 @@
 //! - **Throughput**: bytes of clusters acked PERSISTED, over the time from the first producer's
 //!   start to the last PERSISTED ack; fragments per second likewise.
 //! - **CPU**: as in `records`, from /proc: the process, and of it the client's threads.
+//! - **The disk**: the server's segment fdatasyncs during the run (count, mean, how many over 10
+//!   and 50 ms), from the `timeshard_storage_fsync_seconds` histogram of its `/metrics`.
 //!
 //! A frame handed to the connection more than 10 ms after its time (`--pace realtime`) is
-//! counted as late: a sign that the client, not the server, could not keep up.
+//! counted as late: the client could not keep up, or (usually) the server stopped reading and
+//! the connection's buffers filled. Under `--pace max` the producer keeps the connection full,
+//! so its latencies include the time a cluster waits behind the ones queued before it (up to
+//! 16 body chunks in the tool plus the socket buffers): they measure backlog, not the server.
+//!
+//! `--warmup-fragments N` reports the first N fragments of each upload apart (the first one
+//! stores the upload's session); `--latency-log FILE` writes every PERSISTED ack with the time
+//! its cluster was sent, to see whether slow ones come together (a stall) or spread out.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
