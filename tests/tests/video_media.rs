@@ -1512,8 +1512,6 @@ async fn ffmpeg_uploads_and_ffprobe_decodes_get_media_output() {
 /// The whole ffmpeg upload is stored: GetMedia gives back as many video and audio frames as the
 /// sample has, and ffprobe decodes them all.
 #[tokio::test]
-#[ignore = "server bug: the last fragment of an upload is lost when the client closes without \
-            reading its acks (ffmpeg); see the report of issue 4"]
 async fn ffmpeg_upload_is_stored_whole() {
     let Some(trip) = ffmpeg_round_trip().await else {
         return;
@@ -2460,8 +2458,6 @@ async fn deleting_a_stream_ends_its_readers_and_upload() {
 /// The ERROR ack an upload gets when its stream is deleted says so: 4008 (stream not active)
 /// or the producer SDK's 4507 (stream deleted), not an internal error the producer would retry.
 #[tokio::test]
-#[ignore = "server bug: an upload to a deleted stream gets ERROR 5000 INTERNAL_ERROR; see the \
-            report of issue 4"]
 async fn an_upload_to_a_deleted_stream_is_told_it_is_gone() {
     let (env, mut upload, _media, rest) = upload_then_delete("gone2").await;
     upload.send_chunk(rest).await;
@@ -3123,8 +3119,6 @@ async fn a_reconnecting_producer_resends_then_goes_on() {
 /// not a resend). Resending the second must be recognised as a resend of it, not stored a
 /// third time.
 #[tokio::test]
-#[ignore = "server bug: the resend check compares with one stored fragment per producer \
-            timestamp only; see the report of issue 4"]
 async fn a_resend_is_recognised_among_fragments_with_the_same_timestamp() {
     let env = Env::start().await;
     let sample = Sample::load(VIDEO);

@@ -347,7 +347,7 @@ struct Current {
     /// `None` until the first frame; also `None` for a held duplicate candidate.
     record: Option<OpenRecord>,
     /// A stored fragment with the same producer timestamp exists: hold the frames and compare.
-    candidate: Option<u64>,
+    candidate: Option<Vec<u64>>,
     held: Vec<u8>,
     frames: Vec<FrameEntry>,
     media_bytes: u64,
@@ -646,9 +646,22 @@ impl Ingest {
         Ok((id, session))
     }
 
+    /// A storage error as the ack error that ends the upload: the stream deleted under it is
+    /// 4008 (stream not active, which producers do not retry); anything else is internal.
     fn internal(&self, e: &StoreError) -> Stopped {
-        tracing::error!(stream = self.target.stream_id, error = %e, "PutMedia storage error");
-        Stopped(AckError::Internal)
+        match e {
+            StoreError::StreamNotFound(_) | StoreError::ShardNotFound(_) => {
+                tracing::info!(
+                    stream = self.target.stream_id,
+                    "PutMedia stream was deleted during the upload"
+                );
+                Stopped(AckError::StreamNotActive)
+            }
+            _ => {
+                tracing::error!(stream = self.target.stream_id, error = %e, "PutMedia storage error");
+                Stopped(AckError::Internal)
+            }
+        }
     }
 
     async fn start_fragment(
@@ -728,8 +741,9 @@ impl Ingest {
         Ok(())
     }
 
-    /// The offset of a stored fragment with exactly this producer timestamp, if any.
-    async fn stored_at(&self, producer_ts_ms: i64) -> Option<u64> {
+    /// The offsets of stored fragments with exactly this producer timestamp (producer time is
+    /// not unique: a producer may restart its clock), or `None` when there are none.
+    async fn stored_at(&self, producer_ts_ms: i64) -> Option<Vec<u64>> {
         let found = self
             .store
             .time_range(
@@ -738,14 +752,16 @@ impl Ingest {
                 producer_ts_ms,
                 producer_ts_ms,
                 None,
-                1,
+                MAX_RESEND_CANDIDATES,
             )
             .await
             .ok()?;
-        found
+        let offsets: Vec<u64> = found
             .into_iter()
-            .find(|r| r.producer_ts_ms == producer_ts_ms)
+            .filter(|r| r.producer_ts_ms == producer_ts_ms)
             .map(|r| r.offset)
+            .collect();
+        (!offsets.is_empty()).then_some(offsets)
     }
 
     async fn on_frame(&mut self, frame: mkv::Frame, acks: &mut dyn AckSink) -> Result<(), Stopped> {
@@ -890,9 +906,16 @@ impl Ingest {
         }
         .encode();
 
-        if let Some(original) = cur.candidate {
+        if let Some(candidates) = cur.candidate.take() {
             let held = Bytes::from(std::mem::take(&mut cur.held));
-            if self.same_as_stored(original, &held, &trailer).await {
+            let mut original = None;
+            for offset in candidates {
+                if self.same_as_stored(offset, &held, &trailer).await {
+                    original = Some(offset);
+                    break;
+                }
+            }
+            if let Some(original) = original {
                 let number = SequenceNumber::of_record(self.target.shard, original).to_string();
                 acks.send(Ack::new(
                     AckEvent::Received,
@@ -1028,6 +1051,9 @@ fn fragment_duration_ms(frames: &[FrameEntry], scale: u64) -> u64 {
 // Driving an upload from an HTTP body
 // ---------------------------------------------------------------------------------------------
 
+/// Stored fragments with the same producer timestamp a resend is compared with, at most.
+const MAX_RESEND_CANDIDATES: usize = 16;
+
 /// How often an IDLE ack is sent while no data arrives, and how long an upload may stay idle.
 pub const IDLE_ACK_EVERY: Duration = Duration::from_secs(3);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -1036,12 +1062,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// the upload is over; every fragment it acked RECEIVED has been persisted or reported.
 pub async fn run(
     mut ingest: Ingest,
-    mut body: crate::http::Body,
+    body: crate::http::Body,
     acks: &mut dyn AckSink,
     slot: &UploadSlot,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use http_body_util::BodyExt as _;
+    let mut body = read_ahead(body);
     let started = tokio::time::Instant::now();
     let max_connection = ingest.limits.max_connection;
     let connection_deadline = async move {
@@ -1080,24 +1106,20 @@ pub async fn run(
                 ingest.abandon(acks).await;
                 return;
             }
-            frame = body.frame() => match frame {
-                None => {
+            piece = body.recv() => match piece {
+                None | Some(BodyPiece::End) => {
                     if ingest.finish(acks).await.is_err() {
                         ingest.abandon(acks).await;
                     }
                     return;
                 }
-                Some(Err(e)) => {
+                Some(BodyPiece::Failed(e)) => {
                     tracing::info!(error = %e, "PutMedia body ended with an error");
                     acks.send(Ack::error(AckError::StreamReadError, None, None));
                     ingest.abandon(acks).await;
                     return;
                 }
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if data.is_empty() {
-                        continue;
-                    }
+                Some(BodyPiece::Data(data)) => {
                     last_data = tokio::time::Instant::now();
                     idle.reset();
                     if ingest.push(&data, acks).await.is_err() {
@@ -1158,6 +1180,44 @@ pub async fn prune_sessions(store: &Store) {
             }
         }
     }
+}
+
+/// What the request body delivered.
+enum BodyPiece {
+    Data(Bytes),
+    End,
+    Failed(String),
+}
+
+/// Reads the request body in a task of its own, as fast as it arrives, into a bounded queue.
+///
+/// Ingest must get every byte the client sent even when the connection then fails: ffmpeg
+/// sends its last cluster and the end of the body, reads a little of the response and closes,
+/// so the connection resets when the next ack is written, and hyper discards whatever of the
+/// body was not read yet. Reading ahead takes the bytes out before that happens. The queue is
+/// bounded (in pieces, each at most one HTTP frame), so a slow ingest still pushes back on the
+/// client.
+fn read_ahead(mut body: crate::http::Body) -> tokio::sync::mpsc::Receiver<BodyPiece> {
+    use http_body_util::BodyExt as _;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let piece = match body.frame().await {
+                None => BodyPiece::End,
+                Some(Err(e)) => BodyPiece::Failed(e.to_string()),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => BodyPiece::Data(data),
+                    _ => continue,
+                },
+            };
+            let last = !matches!(piece, BodyPiece::Data(_));
+            // A closed queue means ingest is over: stop reading.
+            if tx.send(piece).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 #[cfg(test)]

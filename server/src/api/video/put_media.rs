@@ -46,7 +46,12 @@ pub(crate) async fn handle(
     };
 
     let (tx, channel) = Channel::<Bytes, BoxError>::new(ACK_BUFFER);
-    let mut sink = ChannelAcks { tx, dropped: 0 };
+    let mut sink = ChannelAcks {
+        tx,
+        dropped: 0,
+        quiet: !wants_acks(headers),
+        stream: stream.name.clone(),
+    };
     if !stream.is_usable() {
         sink.send(Ack {
             event: ingest::AckEvent::Error,
@@ -87,14 +92,41 @@ fn ack_response(channel: Channel<Bytes, BoxError>) -> Response<Body> {
     response
 }
 
+/// Whether the client reads acks. Not when it says so
+/// (`x-amzn-fragment-acknowledgment-required: 0`), and not ffmpeg (`User-Agent: Lavf/...`):
+/// it never reads the response until it closes, and then reads at most 1 KiB of it. Acks piled
+/// up unread make that close a TCP reset, and a reset loses the end of the upload still in the
+/// server's receive buffer: the last fragment. So ffmpeg gets no acks (ERROR acks are logged
+/// instead), and its uploads end cleanly.
+fn wants_acks(headers: &HeaderMap) -> bool {
+    let required = headers
+        .get("x-amzn-fragment-acknowledgment-required")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let ffmpeg = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ua| ua.starts_with("Lavf/"));
+    required != Some("0") && !ffmpeg
+}
+
 /// Acks into the response body, never waiting for the client.
 struct ChannelAcks {
     tx: Sender<Bytes, BoxError>,
     dropped: u64,
+    /// The client does not read acks: send none ([`wants_acks`]).
+    quiet: bool,
+    stream: String,
 }
 
 impl AckSink for ChannelAcks {
     fn send(&mut self, ack: Ack) {
+        if self.quiet {
+            if let Some(e) = ack.error {
+                tracing::warn!(stream = %self.stream, error_id = e.id(), error = e.code(), timecode = ?ack.timecode, "PutMedia error (the client takes no acks)");
+            }
+            return;
+        }
         if self
             .tx
             .try_send(hyper::body::Frame::data(ack.to_line()))
@@ -178,6 +210,22 @@ mod tests {
         assert_eq!(parse_epoch_seconds("-5"), None);
         assert_eq!(parse_epoch_seconds("abc"), None);
         assert_eq!(parse_epoch_seconds(".5"), None);
+    }
+
+    #[test]
+    fn ffmpeg_and_clients_that_decline_get_no_acks() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            wants_acks(&h)
+        };
+        assert!(with(&[]));
+        assert!(with(&[("x-amzn-fragment-acknowledgment-required", "1")]));
+        assert!(with(&[("user-agent", "AWS-SDK-KVS/3.4.1 GCC/9.4.0 Linux/5.15")]));
+        assert!(!with(&[("x-amzn-fragment-acknowledgment-required", "0")]));
+        assert!(!with(&[("user-agent", "Lavf/59.27.100")]));
     }
 
     #[test]
