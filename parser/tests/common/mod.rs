@@ -107,8 +107,14 @@ impl Rng {
 }
 
 pub fn command_available(name: &str) -> bool {
+    // ffmpeg's tools take `-version`, mkvtoolnix's `--version`.
+    let flag = if name.starts_with("mkv") {
+        "--version"
+    } else {
+        "-version"
+    };
     std::process::Command::new(name)
-        .arg("-version")
+        .arg(flag)
         .output()
         .is_ok_and(|o| o.status.success())
 }
