@@ -223,7 +223,10 @@ mod tests {
         };
         assert!(with(&[]));
         assert!(with(&[("x-amzn-fragment-acknowledgment-required", "1")]));
-        assert!(with(&[("user-agent", "AWS-SDK-KVS/3.4.1 GCC/9.4.0 Linux/5.15")]));
+        assert!(with(&[(
+            "user-agent",
+            "AWS-SDK-KVS/3.4.1 GCC/9.4.0 Linux/5.15"
+        )]));
         assert!(!with(&[("x-amzn-fragment-acknowledgment-required", "0")]));
         assert!(!with(&[("user-agent", "Lavf/59.27.100")]));
     }
