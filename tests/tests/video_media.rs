@@ -1535,18 +1535,13 @@ async fn ffmpeg_upload_is_stored_whole() {
     trip.env.server.shutdown().await;
 }
 
-/// `(codec_type, frames decoded)` per stream, from `ffprobe -count_frames`.
-async fn frame_counts(path: &std::path::Path) -> Vec<(String, u64)> {
+/// The non-empty CSV lines (`-of csv=p=0`) ffprobe prints for `path` with `args`; a failing
+/// ffprobe fails the test with its error output.
+async fn ffprobe_csv(path: &std::path::Path, args: &[&str]) -> Vec<String> {
     let out = tokio::process::Command::new(FFPROBE)
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-show_entries",
-            "stream=codec_type,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
+        .args(["-v", "error"])
+        .args(args)
+        .args(["-of", "csv=p=0"])
         .arg(path)
         .output()
         .await
@@ -1558,53 +1553,58 @@ async fn frame_counts(path: &std::path::Path) -> Vec<(String, u64)> {
     );
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (kind, count) = l.trim().split_once(',').unwrap_or_else(|| panic!("{l:?}"));
-            (
-                kind.to_owned(),
-                count.parse().unwrap_or_else(|_| panic!("{l:?}")),
-            )
-        })
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
         .collect()
+}
+
+/// `(codec_type, frames decoded)` per stream, from `ffprobe -count_frames`.
+async fn frame_counts(path: &std::path::Path) -> Vec<(String, u64)> {
+    ffprobe_csv(
+        path,
+        &[
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_type,nb_read_frames",
+        ],
+    )
+    .await
+    .into_iter()
+    .map(|l| {
+        let (kind, count) = l.split_once(',').unwrap_or_else(|| panic!("{l:?}"));
+        (
+            kind.to_owned(),
+            count.parse().unwrap_or_else(|_| panic!("{l:?}")),
+        )
+    })
+    .collect()
 }
 
 /// `(pts_time, dts_time)` of every video packet, in file order, from `ffprobe -show_packets`.
 async fn video_packets(path: &std::path::Path) -> Vec<(f64, Option<f64>)> {
-    let out = tokio::process::Command::new(FFPROBE)
-        .args([
-            "-v",
-            "error",
+    ffprobe_csv(
+        path,
+        &[
             "-select_streams",
             "v:0",
             "-show_packets",
             "-show_entries",
             "packet=pts_time,dts_time",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(path)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {path:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let mut parts = l.trim().split(',');
-            let pts = parts
-                .next()
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_else(|| panic!("packet without pts: {l:?}"));
-            let dts = parts.next().and_then(|d| d.parse().ok());
-            (pts, dts)
-        })
-        .collect()
+        ],
+    )
+    .await
+    .into_iter()
+    .map(|l| {
+        let mut parts = l.split(',');
+        let pts = parts
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("packet without pts: {l:?}"));
+        let dts = parts.next().and_then(|d| d.parse().ok());
+        (pts, dts)
+    })
+    .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

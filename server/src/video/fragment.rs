@@ -294,10 +294,41 @@ impl Session {
         })
     }
 
-    /// Timecode units to milliseconds (rounded down).
+    /// Timecode units to milliseconds (rounded towards zero).
     pub fn units_to_ms(&self, units: i128) -> i64 {
-        (units * i128::from(self.timecode_scale) / 1_000_000) as i64
+        units_to_ms(units, self.timecode_scale)
     }
+}
+
+/// Timecode units (of `scale` ns each) to milliseconds, rounded towards zero.
+pub fn units_to_ms(units: i128, scale: u64) -> i64 {
+    (units * i128::from(scale) / 1_000_000) as i64
+}
+
+/// A fragment's length: from its earliest frame to its latest, plus one frame interval of the
+/// track with the most frames (the last frame lasts too; MKV blocks carry no duration).
+pub fn duration_ms(frames: &[FrameEntry], scale: u64) -> u64 {
+    let (Some(min), Some(max)) = (
+        frames.iter().map(|f| f.timecode).min(),
+        frames.iter().map(|f| f.timecode).max(),
+    ) else {
+        return 0;
+    };
+    let span = i128::from(max) - i128::from(min);
+    let mut counts: Vec<(u64, usize)> = Vec::new();
+    for f in frames {
+        match counts.iter_mut().find(|(t, _)| *t == f.track) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((f.track, 1)),
+        }
+    }
+    let most = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
+    let interval = if most > 1 {
+        span / (most as i128 - 1)
+    } else {
+        0
+    };
+    units_to_ms(span + interval, scale).max(0) as u64
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::fragment::{
-    FragmentKey, FrameEntry, Session, StoredTag, TagData, Trailer, fragment_number,
+    FragmentKey, FrameEntry, Session, StoredTag, TagData, Trailer, duration_ms, fragment_number,
+    units_to_ms,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -895,7 +896,7 @@ impl Ingest {
         let key = FragmentKey {
             session: self.session.as_ref().map_or(0, |s| s.0),
             cluster_timecode: cur.abs_timecode.max(0) as u64,
-            duration_ms: fragment_duration_ms(&cur.frames, scale),
+            duration_ms: duration_ms(&cur.frames, scale),
             media_bytes: cur.media_bytes,
             frames: cur.frames.len() as u32,
             live_number: cur.live_number,
@@ -1015,36 +1016,6 @@ fn tag_len(v: &mkv::TagValue) -> usize {
         mkv::TagValue::String(s) => s.len(),
         mkv::TagValue::Binary(b) => b.len(),
     }
-}
-
-fn units_to_ms(units: i128, scale: u64) -> i64 {
-    (units * i128::from(scale) / 1_000_000) as i64
-}
-
-/// A fragment's length: from its earliest frame to its latest, plus one frame interval of the
-/// track with the most frames (the last frame lasts too; MKV blocks carry no duration).
-fn fragment_duration_ms(frames: &[FrameEntry], scale: u64) -> u64 {
-    let (Some(min), Some(max)) = (
-        frames.iter().map(|f| f.timecode).min(),
-        frames.iter().map(|f| f.timecode).max(),
-    ) else {
-        return 0;
-    };
-    let span = i128::from(max) - i128::from(min);
-    let mut counts: Vec<(u64, usize)> = Vec::new();
-    for f in frames {
-        match counts.iter_mut().find(|(t, _)| *t == f.track) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((f.track, 1)),
-        }
-    }
-    let most = counts.iter().map(|(_, n)| *n).max().unwrap_or(1);
-    let interval = if most > 1 {
-        span / (most as i128 - 1)
-    } else {
-        0
-    };
-    units_to_ms(span + interval, scale).max(0) as u64
 }
 
 // ---------------------------------------------------------------------------------------------

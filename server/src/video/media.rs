@@ -29,7 +29,8 @@ use timeshard_storage::{
 };
 
 use super::fragment::{
-    FragmentKey, Malformed, Session, StoredTag, TRAILER_MARKER, TagData, Trailer, fragment_number,
+    FragmentKey, Malformed, Session, StoredTag, TRAILER_MARKER, TagData, Trailer, duration_ms,
+    fragment_number,
 };
 
 /// Where documents go. `Err` means the reader went away: stop.
@@ -250,12 +251,7 @@ impl MediaReader {
                     return match trailer {
                         // Complete: stored (committed) or live only (dropped after its end).
                         Some(t) => {
-                            let duration = t
-                                .frames
-                                .iter()
-                                .map(|f| i64::from(f.timecode))
-                                .max()
-                                .map_or(0, |m| session.units_to_ms(i128::from(m)));
+                            let duration = duration_ms(&t.frames, session.timecode_scale) as i64;
                             let behind = self.store.now_ms() - (view.server_ts_ms + duration);
                             sink.send(self.tail(&t.tags, behind, &number.to_string()))
                                 .await?;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use timeshard_storage::{IndexedRecord, SequenceNumber, TimeKind};
 
 use super::common::{Call, decode, missing};
-use super::get_media::{ChannelSink, fragment_number, media_response};
+use super::get_media::{ChannelSink, MEDIA_CONTENT_TYPE, fragment_number, streaming_response};
 use crate::api::data_streams::wire::{Timestamp, push_json_timestamp};
 use crate::api::{ApiError, HandlerResult};
 use crate::http::BoxError;
@@ -291,7 +291,7 @@ pub(crate) async fn get_media_for_fragment_list(call: &Call<'_>, body: &[u8]) ->
             tracing::warn!(error = %why, "GetMediaForFragmentList ended with an error");
         }
     });
-    Ok(media_response(channel))
+    Ok(streaming_response(channel, MEDIA_CONTENT_TYPE))
 }
 
 #[cfg(test)]

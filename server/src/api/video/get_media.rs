@@ -107,18 +107,25 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
             _ = shutdown.wait_for(|stopping| *stopping) => {}
         }
     });
-    Ok(media_response(channel))
+    Ok(streaming_response(channel, MEDIA_CONTENT_TYPE))
 }
 
-/// A `200` whose body is the MKV documents sent into `channel`.
-pub(crate) fn media_response(channel: Channel<Bytes, BoxError>) -> Response<Body> {
+/// A `200` of `content_type` whose body is whatever is sent into `channel` (MKV documents here,
+/// PutMedia's acks), streamed as it comes.
+pub(crate) fn streaming_response(
+    channel: Channel<Bytes, BoxError>,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut response = Response::new(channel.boxed_unsync());
     *response.status_mut() = StatusCode::OK;
     response
         .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("video/webm"));
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
+
+/// The content type of GetMedia and GetMediaForFragmentList bodies.
+pub(crate) const MEDIA_CONTENT_TYPE: &str = "video/webm";
 
 /// Media into a response body; waits while the client catches up (a slow reader slows only
 /// itself).

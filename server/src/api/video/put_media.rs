@@ -7,10 +7,10 @@
 //! [`crate::video::ingest`].
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::BodyExt as _;
+use http::{HeaderMap, Request, header};
 use http_body_util::channel::{Channel, Sender};
 
+use super::get_media::streaming_response;
 use crate::api::{ApiError, HandlerResult, RequestContext};
 use crate::config::LimitsMode;
 use crate::http::{Body, BoxError};
@@ -59,7 +59,7 @@ pub(crate) async fn handle(
             fragment_number: None,
             error: Some(AckError::StreamNotActive),
         });
-        return Ok(ack_response(channel));
+        return Ok(streaming_response(channel, "application/json"));
     }
     let target = Target {
         stream_id: stream.id(),
@@ -79,17 +79,7 @@ pub(crate) async fn handle(
             tracing::info!(stream = %stream_name, dropped = sink.dropped, "PutMedia client did not read its acks; some were dropped");
         }
     });
-    Ok(ack_response(channel))
-}
-
-fn ack_response(channel: Channel<Bytes, BoxError>) -> Response<Body> {
-    let mut response = Response::new(channel.boxed_unsync());
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    Ok(streaming_response(channel, "application/json"))
 }
 
 /// Whether the client reads acks. Not when it says so
@@ -193,6 +183,8 @@ fn parse_epoch_seconds(s: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]
