@@ -151,6 +151,10 @@ pub enum Fault {
     NoSpace,
     /// The next fdatasync fails with EIO.
     FailSync,
+    /// The next fdatasync takes this long, then succeeds (a slow disk).
+    SlowSync(std::time::Duration),
+    /// The next fdatasync takes this long, then fails with EIO.
+    SlowFailSync(std::time::Duration),
 }
 
 /// A real file system with faults injected on demand. A fault applies to the next matching
@@ -238,14 +242,24 @@ impl StoreFile for FaultyFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.state.syncs.fetch_add(1, Ordering::SeqCst);
-        if self
-            .state
-            .take(&self.path, |f| *f == Fault::FailSync)
-            .is_some()
-        {
-            return Err(io::Error::other("injected fsync failure"));
+        let fault = self.state.take(&self.path, |f| {
+            matches!(
+                f,
+                Fault::FailSync | Fault::SlowSync(_) | Fault::SlowFailSync(_)
+            )
+        });
+        match fault {
+            Some(Fault::FailSync) => Err(io::Error::other("injected fsync failure")),
+            Some(Fault::SlowFailSync(d)) => {
+                std::thread::sleep(d);
+                Err(io::Error::other("injected fsync failure"))
+            }
+            Some(Fault::SlowSync(d)) => {
+                std::thread::sleep(d);
+                self.inner.sync_data()
+            }
+            _ => self.inner.sync_data(),
         }
-        self.inner.sync_data()
     }
 
     fn truncate(&self, len: u64) -> io::Result<()> {

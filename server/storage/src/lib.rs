@@ -21,6 +21,7 @@ mod segment;
 mod seqno;
 mod shard;
 mod store;
+mod syncer;
 mod writer;
 
 pub use catalog::{ShardMeta, StreamKind, StreamMeta, StreamStatus};

@@ -267,6 +267,7 @@ fn recover_shard(
         poisoned: false,
         open: None,
         active,
+        epoch: 0,
     })
 }
 

@@ -275,7 +275,8 @@ impl Store {
             opts.clone(),
             shared.clone(),
             opened.shards,
-        );
+            tx.downgrade(),
+        )?;
         let handle = std::thread::Builder::new()
             .name("timeshard-writer".into())
             .spawn(move || writer.run(&rx))

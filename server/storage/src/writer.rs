@@ -1,21 +1,26 @@
 //! The single writer thread of a data directory.
 //!
 //! Every mutation arrives here as a [`Command`]. The thread drains what is queued into a group,
-//! writes each shard's share with one vectored append, makes the files durable with one
-//! fdatasync per touched file (in parallel when several), records the new high-water marks and
-//! time index entries in one catalog transaction, and only then publishes the records to readers
-//! and resolves the appenders. Appends that queue while a sync runs share the next one: that is
-//! the group commit. Catalog commands flush the group first, so they see a settled log.
+//! writes each shard's share with one vectored append to the page cache and hands the group to
+//! the sync stage ([`crate::syncer`]), which makes the files durable, publishes the records and
+//! resolves the appenders while this thread writes the next group. The thread never waits on the
+//! disk for appends; it waits for the sync stage to catch up (a barrier) only before it seals,
+//! removes or rewrites segments, and before catalog commands, so those see a settled log.
+//!
+//! Each shard has two ends: the written end, kept here in [`ShardWriter`] and [`Active`], where
+//! the next record goes; and the published end, in the segment view and tail, which readers see
+//! and which only the sync stage moves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::catalog::{
@@ -34,19 +39,18 @@ use crate::segment::SegmentView;
 use crate::seqno::ShardUid;
 use crate::shard::{OpenRecordView, OpenStatus, ShardShared, ShardState, Tail};
 use crate::store::{Appended, NewShard, NewStream, RetentionReport, StoreShared, StreamInfo};
+use crate::syncer::{
+    Batch, Cursor, Failure, Failures, Job, Share, Syncer, TimeEntry, Waiter, lock_failures,
+};
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub(crate) type StreamUpdate = Box<dyn FnOnce(&mut StreamMeta) -> Result<(), StoreError> + Send>;
 
-/// Catalog commits are non-durable between these (the segments are the durable truth, and
-/// recovery re-indexes past the last durable high-water mark).
-const DURABLE_CATALOG_EVERY: Duration = Duration::from_secs(1);
-/// A shard's high-water mark is committed once this many bytes were appended since its last
-/// commit (or after `DURABLE_CATALOG_EVERY`, or with any time-index entry). Recovery scans at most
-/// this far past the mark, and appends without time entries skip the catalog entirely.
-const HWM_EVERY_BYTES: u64 = 8 << 20;
 /// Most commands folded into one group.
 const MAX_GROUP: usize = 4096;
+/// Groups written but not yet synced before the writer waits for the sync stage: bounds the
+/// memory and page cache a slow disk lets appends take.
+const MAX_IN_FLIGHT: usize = 16;
 
 /// A record on its way to the writer, checksummed by the appender.
 #[derive(Debug)]
@@ -116,6 +120,8 @@ pub(crate) enum Command {
         below: u64,
         reply: Reply<u64>,
     },
+    /// From the sync stage: a sync failed, undo it now (open records wait on it).
+    Wake,
     Shutdown,
 }
 
@@ -125,7 +131,7 @@ pub(crate) struct Active {
     pub view: Arc<SegmentView>,
     pub file: Arc<dyn StoreFile>,
     pub idx: Arc<dyn StoreFile>,
-    /// Bytes written and acknowledged.
+    /// Bytes written (the sync stage publishes them once durable).
     pub len: u64,
     pub idx_len: u64,
     /// Server time of the segment's first record (`i64::MAX` while empty).
@@ -138,26 +144,48 @@ pub(crate) struct Active {
 pub(crate) struct ShardWriter {
     pub shared: Arc<ShardShared>,
     pub stream_id: u64,
+    /// The offset after the last record written.
     pub next_offset: u64,
     pub last_ts_ms: i64,
     pub closed: bool,
     pub poisoned: bool,
     pub open: Option<Arc<OpenRecordView>>,
     pub active: Option<Active>,
+    /// Bumped when a failed sync cuts the shard back: shares written before it fail too.
+    pub epoch: u64,
 }
 
-/// A time-index entry to commit: offset, server ts, producer ts, encoded value.
-type TimeEntry = (u64, i64, i64, Vec<u8>);
+impl ShardWriter {
+    /// The written end of the active segment.
+    fn cursor(&self, active: &Active) -> Cursor {
+        Cursor {
+            len: active.len,
+            idx_len: active.idx_len,
+            next_offset: self.next_offset,
+            last_ts_ms: self.last_ts_ms,
+            first_ts_ms: active.first_ts_ms,
+            last_idx_pos: active.last_idx_pos,
+        }
+    }
+
+    /// Moves the written end (after a write, or back after a failed sync).
+    fn set_cursor(&mut self, c: &Cursor) {
+        self.next_offset = c.next_offset;
+        self.last_ts_ms = c.last_ts_ms;
+        if let Some(active) = self.active.as_mut() {
+            active.len = c.len;
+            active.idx_len = c.idx_len;
+            active.first_ts_ms = c.first_ts_ms;
+            active.last_idx_pos = c.last_idx_pos;
+        }
+    }
+}
 
 /// One shard's share of a group, not yet written.
 struct Pending {
-    start_len: u64,
-    start_idx_len: u64,
-    bytes: u64,
-    next_offset: u64,
-    last_ts_ms: i64,
-    first_ts_ms: i64,
-    last_idx_pos: Option<u64>,
+    start: Cursor,
+    /// Where the share ends (`idx_len` is settled when written).
+    end: Cursor,
     /// Record headers; `pieces` refers to them by index.
     headers: Vec<[u8; RECORD_HEADER_LEN]>,
     /// What to write, in order: headers, keys and payload pieces, none copied.
@@ -197,13 +225,6 @@ impl Pending {
     }
 }
 
-/// An appender waiting for its staged records to be flushed.
-struct Waiter {
-    shard: ShardUid,
-    appended: Appended,
-    reply: Reply<Appended>,
-}
-
 #[derive(Default)]
 struct Group {
     pending: BTreeMap<ShardUid, Pending>,
@@ -237,15 +258,13 @@ pub(crate) struct Writer {
     opts: StoreOptions,
     shared: Arc<StoreShared>,
     shards: HashMap<ShardUid, ShardWriter>,
-    last_durable: Instant,
-    catalog_dirty: bool,
-    /// Shards whose active segment grew since its row was last committed.
-    stale_hwm: std::collections::BTreeSet<ShardUid>,
-    stale_bytes: u64,
-    last_index_commit: Instant,
-    /// Shards written but not yet synced (batch policy).
-    unsynced: Vec<ShardUid>,
-    unsynced_since: Option<Instant>,
+    /// To the sync stage; `None` once it was told to close.
+    jobs: Option<flume::Sender<Job>>,
+    syncer: Option<JoinHandle<()>>,
+    /// Failed syncs the sync stage reported, for `apply_failures`.
+    failures: Failures,
+    /// Batches sent since the last barrier.
+    in_flight: bool,
 }
 
 /// Where a shard's files live.
@@ -260,48 +279,44 @@ pub(crate) fn segment_paths(dir: &Path, base: u64) -> (PathBuf, PathBuf) {
     )
 }
 
-fn io_copy(e: &std::io::Error) -> std::io::Error {
-    std::io::Error::new(e.kind(), e.to_string())
-}
-
 impl Writer {
+    /// Starts the sync stage's thread too.
     pub fn new(
         db: Arc<Database>,
         root: PathBuf,
         opts: StoreOptions,
         shared: Arc<StoreShared>,
         shards: HashMap<ShardUid, ShardWriter>,
-    ) -> Self {
-        Writer {
+        wake: flume::WeakSender<Command>,
+    ) -> Result<Self, StoreError> {
+        let failures = Failures::default();
+        let syncer = Syncer::new(
+            db.clone(),
+            opts.clone(),
+            shared.clone(),
+            failures.clone(),
+            wake,
+        );
+        let (jobs, rx) = flume::bounded(MAX_IN_FLIGHT);
+        let handle = std::thread::Builder::new()
+            .name("timeshard-sync".into())
+            .spawn(move || syncer.run(&rx))
+            .map_err(StoreError::io("starting the sync thread"))?;
+        Ok(Writer {
             db,
             root,
             opts,
             shared,
             shards,
-            last_durable: Instant::now(),
-            catalog_dirty: false,
-            stale_hwm: std::collections::BTreeSet::new(),
-            stale_bytes: 0,
-            last_index_commit: Instant::now(),
-            unsynced: Vec::new(),
-            unsynced_since: None,
-        }
+            jobs: Some(jobs),
+            syncer: Some(handle),
+            failures,
+            in_flight: false,
+        })
     }
 
     pub fn run(mut self, rx: &flume::Receiver<Command>) {
-        loop {
-            let first = match self.next_deadline() {
-                None => rx.recv().map_err(|_| ()),
-                Some(deadline) => match rx.recv_deadline(deadline) {
-                    Ok(cmd) => Ok(cmd),
-                    Err(flume::RecvTimeoutError::Timeout) => {
-                        self.on_timer();
-                        continue;
-                    }
-                    Err(flume::RecvTimeoutError::Disconnected) => Err(()),
-                },
-            };
-            let Ok(first) = first else { break };
+        while let Ok(first) = rx.recv() {
             let mut cmds = vec![first];
             while cmds.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -312,73 +327,102 @@ impl Writer {
             if !self.process(cmds) {
                 break;
             }
-            self.on_timer();
         }
         self.shutdown();
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
-        let sync = self.unsynced_since.and_then(|t| match self.opts.sync {
-            SyncPolicy::Batch(d) => Some(t + d),
-            _ => None,
-        });
-        // Exactly the conditions `on_timer` acts on, so a wake-up always has work to do.
-        let stale =
-            (!self.stale_hwm.is_empty()).then_some(self.last_index_commit + DURABLE_CATALOG_EVERY);
-        let dirty = self
-            .catalog_dirty
-            .then_some(self.last_durable + DURABLE_CATALOG_EVERY);
-        [sync, stale, dirty].into_iter().flatten().min()
-    }
-
-    /// Deferred work: the batch policy's sync, and a durable catalog commit after non-durable ones.
-    fn on_timer(&mut self) {
-        let now = Instant::now();
-        if let (SyncPolicy::Batch(d), Some(since)) = (self.opts.sync, self.unsynced_since)
-            && now >= since + d
+    /// Waits for the sync stage to resolve everything sent so far, then undoes failed syncs.
+    fn drain(&mut self) {
+        if self.in_flight
+            && let Some(jobs) = &self.jobs
         {
-            self.sync_unsynced();
+            let (done, wait) = std::sync::mpsc::sync_channel(1);
+            if jobs.send(Job::Barrier(done)).is_ok() {
+                let _ = wait.recv();
+            }
+            self.in_flight = false;
         }
-        let stale =
-            !self.stale_hwm.is_empty() && now >= self.last_index_commit + DURABLE_CATALOG_EVERY;
-        if stale || (self.catalog_dirty && now >= self.last_durable + DURABLE_CATALOG_EVERY) {
-            let r = self.commit_index(&[], true);
-            self.note_catalog_commit(r, true);
+        self.apply_failures();
+    }
+
+    /// Writes what is staged and waits for the sync stage: the log is settled.
+    fn settle(&mut self, group: &mut Group) {
+        self.flush(group);
+        self.drain();
+    }
+
+    /// Cuts shards whose sync failed back to their durable end and starts a new epoch, so the
+    /// shares written meanwhile fail too. If the cut cannot be made durable either, the shard
+    /// stops taking appends until a restart recovers it.
+    fn apply_failures(&mut self) {
+        let failures = std::mem::take(&mut *lock_failures(&self.failures));
+        for failure in failures {
+            match failure {
+                Failure::Poison(uid) => {
+                    if let Some(sw) = self.shards.get_mut(&uid) {
+                        sw.poisoned = true;
+                    }
+                }
+                Failure::Sync {
+                    shard,
+                    epoch,
+                    view,
+                    start,
+                } => {
+                    let Some(sw) = self.shards.get_mut(&shard) else {
+                        continue;
+                    };
+                    if sw.epoch != epoch {
+                        continue; // a later share of an epoch already cut back
+                    }
+                    sw.epoch += 1;
+                    let Some(active) = sw.active.as_ref().filter(|a| Arc::ptr_eq(&a.view, &view))
+                    else {
+                        continue;
+                    };
+                    // After a failed fdatasync the page cache can no longer be trusted to hold
+                    // what was written (the kernel may have dropped the dirty pages).
+                    let retry = active
+                        .file
+                        .truncate(start.len)
+                        .and_then(|()| active.file.sync_data());
+                    let _ = active.idx.truncate(start.idx_len);
+                    if let Err(e) = retry {
+                        tracing::error!(shard = %shard, error = %e, "segment cannot be made durable; shard stops taking appends");
+                        sw.poisoned = true;
+                    } else {
+                        tracing::error!(shard = %shard, "fsync failed; the unacknowledged appends were removed");
+                    }
+                    sw.set_cursor(&start);
+                    // A record opened since took an offset past the cut.
+                    if sw.open.as_ref().is_some_and(|o| o.offset != sw.next_offset) {
+                        clear_open(sw, OpenStatus::Aborted);
+                    }
+                }
+            }
         }
     }
 
-    fn note_catalog_commit(&mut self, r: Result<(), StoreError>, durable: bool) {
-        match r {
-            Ok(()) if durable => {
-                self.catalog_dirty = false;
-                self.last_durable = Instant::now();
-            }
-            Ok(()) => self.catalog_dirty = true,
-            Err(e) => {
-                // Try again in a while, not in a tight loop.
-                self.last_durable = Instant::now();
-                self.last_index_commit = Instant::now();
-                // The segments stay the truth and recovery rebuilds the index at the next open,
-                // but until then reads through the index would miss records: report unhealthy.
-                tracing::error!(error = %e, "catalog commit failed");
-                self.shared.healthy.store(false, Ordering::SeqCst);
-            }
-        }
-    }
-
+    /// Settles the log, aborts open records and closes the sync stage (which syncs what the
+    /// batch policy deferred and commits the catalog durably).
     fn shutdown(&mut self) {
-        self.sync_unsynced();
+        self.drain();
         for sw in self.shards.values_mut() {
             if let Some(open) = sw.open.take() {
                 open.finish(OpenStatus::Aborted);
             }
         }
-        let r = self.commit_index(&[], true);
-        self.note_catalog_commit(r, true);
+        if let Some(jobs) = self.jobs.take() {
+            let _ = jobs.send(Job::Close);
+        }
+        if let Some(handle) = self.syncer.take() {
+            let _ = handle.join();
+        }
     }
 
     /// Runs a batch of commands. Returns false on shutdown.
     fn process(&mut self, cmds: Vec<Command>) -> bool {
+        self.apply_failures();
         let mut group = Group::default();
         for cmd in cmds {
             match cmd {
@@ -427,7 +471,7 @@ impl Writer {
                     let _ = reply.send(self.begin(&group, shard, producer_ts_ms, key, flags));
                 }
                 Command::CreateStream { new, reply } => {
-                    self.flush(&mut group);
+                    self.settle(&mut group);
                     let _ = reply.send(self.create_stream(new));
                 }
                 Command::UpdateStream {
@@ -436,7 +480,7 @@ impl Writer {
                     update,
                     reply,
                 } => {
-                    self.flush(&mut group);
+                    self.settle(&mut group);
                     let _ = reply.send(self.update_stream(&name, expected_version, update));
                 }
                 Command::Reshard {
@@ -445,11 +489,11 @@ impl Writer {
                     open,
                     reply,
                 } => {
-                    self.flush(&mut group);
+                    self.settle(&mut group);
                     let _ = reply.send(self.reshard(&name, &close, open));
                 }
                 Command::DeleteStream { name, reply } => {
-                    self.flush(&mut group);
+                    self.settle(&mut group);
                     let _ = reply.send(self.delete_stream(&name));
                 }
                 Command::Secret { name, reply } => {
@@ -470,9 +514,11 @@ impl Writer {
                     let _ = reply.send(self.prune_blobs(stream_id, below));
                 }
                 Command::Retention { reply } => {
-                    self.flush(&mut group);
+                    self.settle(&mut group);
                     let _ = reply.send(self.retention());
                 }
+                // `apply_failures` above did the work.
+                Command::Wake => {}
                 Command::Shutdown => {
                     self.flush(&mut group);
                     return false;
@@ -536,7 +582,7 @@ impl Writer {
         let staged = group
             .pending
             .get(&shard)
-            .map(|p| (p.next_offset, p.last_ts_ms));
+            .map(|p| (p.end.next_offset, p.end.last_ts_ms));
         let sw = self.shard_writer(shard)?;
         if sw.open.is_some() {
             return Err(StoreError::ShardBusy(shard));
@@ -588,7 +634,10 @@ impl Writer {
             match &sw.active {
                 None => true,
                 Some(a) => {
-                    let pending = group.pending.get(&shard).map_or(0, |p| p.bytes);
+                    let pending = group
+                        .pending
+                        .get(&shard)
+                        .map_or(0, |p| p.end.len - p.start.len);
                     let has_records = a.first_ts_ms != i64::MAX || pending > 0;
                     has_records
                         && (a.len + pending + total > roll_bytes
@@ -597,9 +646,9 @@ impl Writer {
             }
         };
         if needs_roll {
-            if group.pending.contains_key(&shard) {
-                self.flush(group);
-            }
+            // Rolling waits for the sync stage, which may cut shards back: nothing may stay
+            // staged against the old ends.
+            self.flush(group);
             self.roll(shard, now)?;
         }
         let interval = self.opts.index_interval_bytes;
@@ -608,14 +657,10 @@ impl Writer {
             .get_mut(&shard)
             .ok_or(StoreError::ShardNotFound(shard))?;
         let active = sw.active.as_ref().ok_or(StoreError::ShardNotFound(shard))?;
+        let start = sw.cursor(active);
         let p = group.pending.entry(shard).or_insert_with(|| Pending {
-            start_len: active.len,
-            start_idx_len: active.idx_len,
-            bytes: 0,
-            next_offset: sw.next_offset,
-            last_ts_ms: sw.last_ts_ms,
-            first_ts_ms: active.first_ts_ms,
-            last_idx_pos: active.last_idx_pos,
+            start,
+            end: start,
             headers: Vec::with_capacity(records.len()),
             pieces: Vec::with_capacity(records.len() * 3),
             idx_entries: Vec::new(),
@@ -625,16 +670,16 @@ impl Writer {
         });
         let ts = match &commits_open {
             Some(view) => {
-                if view.offset != p.next_offset {
+                if view.offset != p.end.next_offset {
                     return Err(StoreError::InvalidArgument(
                         "open record offset is out of step with the shard".into(),
                     ));
                 }
                 view.server_ts_ms
             }
-            None => now.max(p.last_ts_ms),
+            None => now.max(p.end.last_ts_ms),
         };
-        let first_offset = p.next_offset;
+        let first_offset = p.end.next_offset;
         let count = records.len() as u32;
         for Incoming {
             body,
@@ -642,28 +687,28 @@ impl Writer {
             flags,
         } in records
         {
-            let offset = p.next_offset;
+            let offset = p.end.next_offset;
             let header = RecordHeader::build(offset, ts, producer_ts_ms, flags, &body);
-            let pos = p.start_len + p.bytes;
-            if p.last_idx_pos.is_none_or(|last| pos - last >= interval) {
+            let pos = p.end.len;
+            if p.end.last_idx_pos.is_none_or(|last| pos - last >= interval) {
                 p.idx_entries.push(IndexEntry {
                     offset,
                     pos,
                     server_ts_ms: ts,
                 });
-                p.last_idx_pos = Some(pos);
+                p.end.last_idx_pos = Some(pos);
             }
             if let Some(pts) = producer_ts_ms {
                 let entry = encode_time_entry(ts, pts, body.payload_len() as u32, flags, &body.key);
                 p.time_entries.push((offset, ts, pts, entry));
             }
             p.push(header, &body);
-            p.bytes += (RECORD_HEADER_LEN + body.len) as u64;
-            p.next_offset += 1;
+            p.end.len += (RECORD_HEADER_LEN + body.len) as u64;
+            p.end.next_offset += 1;
             p.records += 1;
         }
-        p.last_ts_ms = ts;
-        p.first_ts_ms = p.first_ts_ms.min(ts);
+        p.end.last_ts_ms = ts;
+        p.end.first_ts_ms = p.end.first_ts_ms.min(ts);
         if let Some(view) = commits_open {
             p.commits_open.push(view);
             // Staged: the shard is free for the next open record, which takes the offset after
@@ -697,138 +742,49 @@ impl Writer {
         max
     }
 
-    /// Writes, syncs, indexes and publishes everything staged, then resolves the waiters.
+    /// Writes everything staged to the page cache and hands it to the sync stage, which
+    /// resolves the waiters once it is durable. A shard whose write fails is cut back at once;
+    /// its waiters get the error through the sync stage, in order with earlier groups.
     fn flush(&mut self, group: &mut Group) {
         if group.pending.is_empty() && group.waiters.is_empty() {
             return;
         }
-        let mut failed: HashMap<ShardUid, StoreError> = HashMap::new();
-        let mut written: Vec<ShardUid> = Vec::new();
-        for (uid, p) in group.pending.iter_mut() {
-            let Some(active) = self.shards.get(uid).and_then(|s| s.active.as_ref()) else {
+        let mut batch = Batch {
+            shares: Vec::with_capacity(group.pending.len()),
+            failed: HashMap::new(),
+            waiters: std::mem::take(&mut group.waiters),
+        };
+        for (uid, p) in std::mem::take(&mut group.pending) {
+            let Some(sw) = self.shards.get_mut(&uid) else {
                 continue;
             };
-            let slices = p.slices();
+            let Some(active) = sw.active.as_ref() else {
+                continue;
+            };
             let idx_bytes: Vec<u8> = p.idx_entries.iter().flat_map(|e| e.encode()).collect();
-            let r = active.file.append(&slices).and_then(|()| {
+            let r = active.file.append(&p.slices()).and_then(|()| {
                 if idx_bytes.is_empty() {
                     Ok(())
                 } else {
                     active.idx.append(&[IoSlice::new(&idx_bytes)])
                 }
             });
-            match r {
-                Ok(()) => written.push(*uid),
-                Err(e) => {
-                    tracing::error!(shard = %uid, error = %e, "segment append failed; rolling back the group's share");
-                    // Undo a partial write so the next record starts where readers expect.
-                    let _ = active.file.truncate(p.start_len);
-                    let _ = active.idx.truncate(p.start_idx_len);
-                    failed.insert(
-                        *uid,
-                        StoreError::Io {
-                            context: format!("appending to shard {uid}"),
-                            source: e,
-                        },
-                    );
-                }
-            }
-        }
-        match self.opts.sync {
-            SyncPolicy::Always => {
-                let files: Vec<(ShardUid, Arc<dyn StoreFile>)> = written
-                    .iter()
-                    .filter_map(|uid| {
-                        Some((*uid, self.shards.get(uid)?.active.as_ref()?.file.clone()))
-                    })
-                    .collect();
-                for (uid, r) in sync_files(&files, &self.shared) {
-                    if let Err(e) = r {
-                        let p = &group.pending[&uid];
-                        failed.insert(
-                            uid,
-                            StoreError::Io {
-                                context: format!("syncing shard {uid}"),
-                                source: e,
-                            },
-                        );
-                        self.fail_sync(uid, p.start_len, p.start_idx_len);
-                    }
-                }
-            }
-            SyncPolicy::Batch(_) => {
-                for uid in &written {
-                    if !self.unsynced.contains(uid) {
-                        self.unsynced.push(*uid);
-                    }
-                }
-                if !written.is_empty() && self.unsynced_since.is_none() {
-                    self.unsynced_since = Some(Instant::now());
-                }
-            }
-            SyncPolicy::Never => {}
-        }
-        // Publish to readers, then index: high-water marks (when due) and time entries in one
-        // transaction. Appenders hear back only after both.
-        let ok: Vec<ShardUid> = written
-            .into_iter()
-            .filter(|u| !failed.contains_key(u))
-            .collect();
-        let mut time_entries: Vec<(ShardUid, &[TimeEntry])> = Vec::new();
-        for uid in &ok {
-            let Some(p) = group.pending.get(uid) else {
-                continue;
-            };
-            let Some(sw) = self.shards.get_mut(uid) else {
-                continue;
-            };
-            publish(sw, p);
-            self.stale_hwm.insert(*uid);
-            self.stale_bytes += p.bytes;
-            if !p.time_entries.is_empty() {
-                time_entries.push((*uid, &p.time_entries));
-            }
-            let m = &self.shared.metrics;
-            m.appended_records.fetch_add(p.records, Ordering::Relaxed);
-            m.appended_bytes.fetch_add(p.bytes, Ordering::Relaxed);
-        }
-        if !time_entries.is_empty()
-            || self.stale_bytes >= HWM_EVERY_BYTES
-            || (!ok.is_empty() && self.last_index_commit.elapsed() >= DURABLE_CATALOG_EVERY)
-        {
-            let durable = self.last_durable.elapsed() >= DURABLE_CATALOG_EVERY;
-            let r = self.commit_index(&time_entries, durable);
-            self.note_catalog_commit(r, durable);
-        }
-        for w in group.waiters.drain(..) {
-            let Waiter {
-                shard,
-                appended,
-                reply,
-            } = w;
-            match failed.get(&shard) {
-                None => {
-                    self.shared.metrics.appends.fetch_add(1, Ordering::Relaxed);
-                    let _ = reply.send(Ok(appended));
-                }
-                Some(e) => {
-                    self.shared
-                        .metrics
-                        .append_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    let _ = reply.send(Err(copy_error(e)));
-                }
-            }
-        }
-        for (uid, p) in std::mem::take(&mut group.pending) {
-            if failed.contains_key(&uid)
-                && let Some(sw) = self.shards.get_mut(&uid)
-            {
-                // The fragments' bytes did not make it; the records are gone, not half there.
+            if let Err(e) = r {
+                tracing::error!(shard = %uid, error = %e, "segment append failed; rolling back the group's share");
+                // Undo a partial write so the next record starts where readers expect.
+                let _ = active.file.truncate(p.start.len);
+                let _ = active.idx.truncate(p.start.idx_len);
+                batch.failed.insert(
+                    uid,
+                    StoreError::Io {
+                        context: format!("appending to shard {uid}"),
+                        source: e,
+                    },
+                );
+                // The records are gone, not half there.
                 for view in &p.commits_open {
                     view.finish(OpenStatus::Aborted);
                 }
-                // (Readers are woken only if something they see changed.)
                 sw.shared.tail.send_if_modified(|t| {
                     let stale = t
                         .open
@@ -843,96 +799,36 @@ impl Writer {
                 if sw.open.as_ref().is_some_and(|o| o.offset != sw.next_offset) {
                     clear_open(sw, OpenStatus::Aborted);
                 }
+                continue;
             }
+            let mut end = p.end;
+            end.idx_len = p.start.idx_len + (p.idx_entries.len() * INDEX_ENTRY_LEN) as u64;
+            let share = Share {
+                shard: uid,
+                epoch: sw.epoch,
+                shared: sw.shared.clone(),
+                view: active.view.clone(),
+                file: active.file.clone(),
+                start: p.start,
+                end,
+                idx_entries: p.idx_entries,
+                time_entries: p.time_entries,
+                records: p.records,
+                commits_open: p.commits_open,
+            };
+            sw.set_cursor(&end);
+            batch.shares.push(share);
         }
-    }
-
-    /// After a failed fdatasync the page cache can no longer be trusted to hold what was written
-    /// (the kernel may have dropped the dirty pages). Cut the file back to what is known durable
-    /// and sync again; if that fails too, stop appending to the shard until a restart recovers it.
-    fn fail_sync(&mut self, uid: ShardUid, durable_len: u64, idx_len: u64) {
-        let Some(sw) = self.shards.get_mut(&uid) else {
-            return;
-        };
-        let Some(active) = sw.active.as_ref() else {
-            return;
-        };
-        let retry = active
-            .file
-            .truncate(durable_len)
-            .and_then(|()| active.file.sync_data());
-        let _ = active.idx.truncate(idx_len);
-        if let Err(e) = retry {
-            tracing::error!(shard = %uid, error = %e, "segment cannot be made durable; shard stops taking appends");
-            sw.poisoned = true;
-        } else {
-            tracing::error!(shard = %uid, "fsync failed; the unacknowledged appends were removed");
-        }
-    }
-
-    /// Commits the rows of active segments that grew since their last commit (their high-water
-    /// marks, read from the published state) together with new time-index entries.
-    fn commit_index(
-        &mut self,
-        time_entries: &[(ShardUid, &[TimeEntry])],
-        durable: bool,
-    ) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
-        {
-            let mut segments = txn.open_table(SEGMENTS)?;
-            for uid in &self.stale_hwm {
-                // Sealed, expired or deleted since: nothing active to describe.
-                let Some(active) = self.shards.get(uid).and_then(|s| s.active.as_ref()) else {
-                    continue;
-                };
-                let row = SegmentRow {
-                    sealed: false,
-                    end_offset: active.view.end_offset(),
-                    end_pos: active.len,
-                    first_ts_ms: active.first_ts_ms,
-                    last_ts_ms: active.view.last_ts_ms.load(Ordering::Acquire),
-                };
-                segments.insert((uid.0, active.view.base), row.encode().as_slice())?;
-            }
-            let mut by_offset = txn.open_table(TIME_BY_OFFSET)?;
-            let mut by_producer = txn.open_table(TIME_BY_PRODUCER)?;
-            let mut by_server = txn.open_table(TIME_BY_SERVER)?;
-            for (uid, entries) in time_entries {
-                for (offset, sts, pts, entry) in *entries {
-                    by_offset.insert((uid.0, *offset), entry.as_slice())?;
-                    by_producer.insert((uid.0, *pts, *offset), entry.as_slice())?;
-                    by_server.insert((uid.0, *sts, *offset), entry.as_slice())?;
+        match &self.jobs {
+            Some(jobs) => {
+                // Blocks only when the sync stage is MAX_IN_FLIGHT groups behind.
+                if let Err(flume::SendError(Job::Batch(batch))) = jobs.send(Job::Batch(batch)) {
+                    fail_batch(&self.shared, batch);
+                } else {
+                    self.in_flight = true;
                 }
             }
-        }
-        txn.commit()?;
-        self.stale_hwm.clear();
-        self.stale_bytes = 0;
-        self.last_index_commit = Instant::now();
-        Ok(())
-    }
-
-    /// The batch policy's deferred fdatasync.
-    fn sync_unsynced(&mut self) {
-        let uids = std::mem::take(&mut self.unsynced);
-        self.unsynced_since = None;
-        let files: Vec<(ShardUid, Arc<dyn StoreFile>)> = uids
-            .iter()
-            .filter_map(|uid| Some((*uid, self.shards.get(uid)?.active.as_ref()?.file.clone())))
-            .collect();
-        for (uid, r) in sync_files(&files, &self.shared) {
-            if let Err(e) = r {
-                // Already acknowledged under this policy: all we can do is stop the shard.
-                tracing::error!(shard = %uid, error = %e, "deferred fsync failed; shard stops taking appends");
-                if let Some(sw) = self.shards.get_mut(&uid) {
-                    sw.poisoned = true;
-                }
-            }
+            None => fail_batch(&self.shared, batch),
         }
     }
 
@@ -957,7 +853,11 @@ impl Writer {
     }
 
     /// Seals the active segment (if any) and starts a new one at the shard's next offset.
+    /// The group must be flushed: rolling drains the sync stage.
     fn roll(&mut self, shard: ShardUid, now_ms: i64) -> Result<(), StoreError> {
+        if self.shards.get(&shard).is_some_and(|s| s.active.is_some()) {
+            self.drain();
+        }
         self.seal(shard)?;
         let fs = self.opts.fs.clone();
         let interval = self.opts.index_interval_bytes;
@@ -1032,11 +932,8 @@ impl Writer {
         txn.open_table(SEGMENTS)?
             .insert((shard.0, base), row.encode().as_slice())?;
         txn.commit()?;
-        self.catalog_dirty = false;
-        self.last_durable = Instant::now();
         if let Some(sw) = self.shards.get_mut(&shard) {
             sw.active = None;
-            self.unsynced.retain(|u| *u != shard);
         }
         Ok(())
     }
@@ -1045,11 +942,6 @@ impl Writer {
 
     fn durable_txn(&self) -> Result<WriteTransaction, StoreError> {
         Ok(self.db.begin_write()?)
-    }
-
-    fn committed_durably(&mut self) {
-        self.catalog_dirty = false;
-        self.last_durable = Instant::now();
     }
 
     /// Allocates shard uids and writes shard rows; creates their directories.
@@ -1128,6 +1020,7 @@ impl Writer {
                     poisoned: false,
                     open: None,
                     active: None,
+                    epoch: 0,
                 },
             );
         }
@@ -1164,7 +1057,6 @@ impl Writer {
             .insert(meta.name.as_str(), serde_json::to_vec(&meta)?.as_slice())?;
         let shards = self.add_shards(&txn, id, 0, new.shards, now)?;
         txn.commit()?;
-        self.committed_durably();
         self.install_shards(&shards);
         let mut catalog = self.shared.catalog_mut();
         catalog.streams.insert(meta.name.clone(), meta.clone());
@@ -1207,7 +1099,6 @@ impl Writer {
         txn.open_table(STREAMS)?
             .insert(name, serde_json::to_vec(&meta)?.as_slice())?;
         txn.commit()?;
-        self.committed_durably();
         self.shared
             .catalog_mut()
             .streams
@@ -1266,7 +1157,6 @@ impl Writer {
         }
         let created = self.add_shards(&txn, info.meta.id, first_index, open, now)?;
         txn.commit()?;
-        self.committed_durably();
         for m in &closed {
             if let Some(w) = self.shards.get_mut(&m.uid) {
                 w.closed = true;
@@ -1324,7 +1214,6 @@ impl Writer {
                 .retain_in((id, 0)..=(id, u64::MAX), |_, _| false)?;
         }
         txn.commit()?;
-        self.committed_durably();
         {
             let mut catalog = self.shared.catalog_mut();
             catalog.streams.remove(name);
@@ -1348,7 +1237,6 @@ impl Writer {
                     });
                     removed.push(w.shared.dir.clone());
                 }
-                self.unsynced.retain(|u| *u != s.uid);
             }
         }
         // The catalog no longer knows these directories; a crash here leaves orphans that the
@@ -1384,7 +1272,6 @@ impl Writer {
         txn.open_table(META)?
             .insert(key.as_str(), secret.as_slice())?;
         txn.commit()?;
-        self.committed_durably();
         Ok(secret)
     }
 
@@ -1412,7 +1299,6 @@ impl Writer {
             id
         };
         txn.commit()?;
-        self.committed_durably();
         Ok(id)
     }
 
@@ -1429,7 +1315,6 @@ impl Writer {
                 false
             })?;
         txn.commit()?;
-        self.committed_durably();
         Ok(removed)
     }
 
@@ -1545,13 +1430,11 @@ impl Writer {
             }
         }
         txn.commit()?;
-        self.committed_durably();
         for (uid, seg) in &doomed {
             if let Some(w) = self.shards.get_mut(uid) {
                 w.shared.segments_mut().retain(|s| !Arc::ptr_eq(s, seg));
                 if w.active.as_ref().is_some_and(|a| Arc::ptr_eq(&a.view, seg)) {
                     w.active = None;
-                    self.unsynced.retain(|u| u != uid);
                 }
                 // Readers holding the view keep reading from the open handle; the name goes now.
                 for path in [&seg.path, &seg.idx_path] {
@@ -1594,83 +1477,16 @@ fn clear_open(sw: &mut ShardWriter, status: OpenStatus) {
     sw.shared.tail.send_modify(|t| t.open = None);
 }
 
-/// Makes a shard's staged records visible: extent, sparse index, tail.
-fn publish(sw: &mut ShardWriter, p: &Pending) {
-    let Some(active) = sw.active.as_mut() else {
-        return;
-    };
-    active.len = p.start_len + p.bytes;
-    active.idx_len = p.start_idx_len + (p.idx_entries.len() * INDEX_ENTRY_LEN) as u64;
-    active.first_ts_ms = p.first_ts_ms;
-    active.last_idx_pos = p.last_idx_pos;
-    let view = &active.view;
-    view.push_index(&p.idx_entries);
-    view.first_ts_ms.store(p.first_ts_ms, Ordering::Release);
-    view.last_ts_ms.store(p.last_ts_ms, Ordering::Release);
-    view.end_pos.store(active.len, Ordering::Release);
-    view.end_offset.store(p.next_offset, Ordering::Release);
-    sw.next_offset = p.next_offset;
-    sw.last_ts_ms = p.last_ts_ms;
-    sw.shared.tail.send_modify(|t| {
-        t.next_offset = p.next_offset;
-        t.last_server_ts_ms = p.last_ts_ms;
-        // A committed record stops being the open one, unless the next record has already
-        // replaced it.
-        if t.open
-            .as_ref()
-            .is_some_and(|o| p.commits_open.iter().any(|v| Arc::ptr_eq(o, v)))
-        {
-            t.open = None;
+/// Answers a batch the sync stage can no longer take (it stops only after the writer, so this
+/// is a shutdown race at most).
+fn fail_batch(shared: &StoreShared, batch: Batch) {
+    for share in &batch.shares {
+        for view in &share.commits_open {
+            view.finish(OpenStatus::Aborted);
         }
-    });
-    // Followers learn of the commit only after the record is readable in the log.
-    for v in &p.commits_open {
-        v.finish(OpenStatus::Committed);
     }
-}
-
-/// fdatasyncs files, in parallel when there are several (the device queues them together).
-fn sync_files(
-    files: &[(ShardUid, Arc<dyn StoreFile>)],
-    shared: &StoreShared,
-) -> Vec<(ShardUid, std::io::Result<()>)> {
-    let timed = |f: &dyn StoreFile| {
-        let t = Instant::now();
-        let r = f.sync_data();
-        shared.metrics.fsync.observe(t.elapsed());
-        r
-    };
-    if files.len() <= 1 {
-        return files.iter().map(|(u, f)| (*u, timed(f.as_ref()))).collect();
-    }
-    let lanes = files.len().min(8);
-    let per = files.len().div_ceil(lanes);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = files
-            .chunks(per)
-            .map(|chunk| {
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|(u, f)| (*u, timed(f.as_ref())))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|_| vec![]))
-            .collect()
-    })
-}
-
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Io { context, source } => StoreError::Io {
-            context: context.clone(),
-            source: io_copy(source),
-        },
-        StoreError::Poisoned(u) => StoreError::Poisoned(*u),
-        other => StoreError::Catalog(other.to_string()),
+    for w in batch.waiters {
+        shared.metrics.append_errors.fetch_add(1, Ordering::Relaxed);
+        let _ = w.reply.send(Err(StoreError::Closed));
     }
 }

@@ -393,3 +393,109 @@ async fn a_failed_commit_takes_the_record_opened_after_it_along() {
     assert_eq!(all(&store, shard).await, acked);
     assert!(store.tail(shard).unwrap().open.is_none());
 }
+
+/// Waits until `n` returns more than `before` (an operation reached the file system).
+async fn reached(n: impl Fn() -> u64, before: u64) {
+    while n() <= before {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_failed_sync_fails_the_appends_written_behind_it() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    store.append(shard, vec![rec(0)]).await.unwrap();
+    fs.inject(
+        ".seg",
+        Fault::SlowFailSync(std::time::Duration::from_secs(1)),
+    );
+    let syncs = fs.syncs();
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(shard, vec![rec(50)]).await }
+    });
+    reached(|| fs.syncs(), syncs).await;
+    // While that sync hangs, the writer goes on writing behind it, group after group.
+    let mut behind = Vec::new();
+    for i in 51..54 {
+        let appends = fs.appends();
+        let store = store.clone();
+        behind.push(tokio::spawn(async move {
+            store.append(shard, vec![rec(i)]).await
+        }));
+        reached(|| fs.appends(), appends).await;
+    }
+    let record = store
+        .begin_record(shard, Some(7), Bytes::from_static(b"o"), 0)
+        .await
+        .unwrap();
+    record.push(rec(55).payload).unwrap();
+    let mut follower = record.view().follow();
+    assert!(!first.is_finished(), "the failing sync is still running");
+
+    assert!(matches!(first.await.unwrap(), Err(StoreError::Io { .. })));
+    for b in behind {
+        let err = b.await.unwrap().unwrap_err();
+        assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    }
+    loop {
+        match follower.next().await {
+            FollowEvent::Chunk(_) => {}
+            end => {
+                assert_eq!(end, FollowEvent::Aborted, "the open record followed them");
+                break;
+            }
+        }
+    }
+    assert!(record.commit().await.is_err());
+    let seen = store.tail(shard).unwrap();
+    assert_eq!(
+        (seen.next_offset, seen.open.is_none()),
+        (1, true),
+        "readers were never shown an unsynced record"
+    );
+    // The shard goes on from the last durable record, and a restart agrees.
+    assert_eq!(
+        store
+            .append(shard, vec![rec(1)])
+            .await
+            .unwrap()
+            .first_offset,
+        1
+    );
+    assert_eq!(all(&store, shard).await, expected(&[0, 1]));
+    store.close();
+    drop(store);
+    let store = open(dir.path(), opts(&clock, &fs));
+    assert_eq!(all(&store, shard).await, expected(&[0, 1]));
+}
+
+#[tokio::test]
+async fn the_writer_goes_on_while_a_sync_is_slow() {
+    let (dir, clock, fs) = setup();
+    let store = open(dir.path(), opts(&clock, &fs));
+    let shard = create(&store, "s", 1).await.shards[0].uid;
+    store.append(shard, vec![rec(0)]).await.unwrap();
+
+    fs.inject(".seg", Fault::SlowSync(std::time::Duration::from_secs(1)));
+    let syncs = fs.syncs();
+    let slow = tokio::spawn({
+        let store = store.clone();
+        async move { store.append(shard, vec![rec(1)]).await }
+    });
+    reached(|| fs.syncs(), syncs).await;
+    // Opening a record needs the writer, not the disk.
+    let open = store
+        .begin_record(shard, Some(9), Bytes::from_static(b"o"), 0)
+        .await
+        .unwrap();
+    assert!(!slow.is_finished(), "the record opened during the sync");
+    assert_eq!(open.offset(), 2);
+    open.push(rec(2).payload).unwrap();
+    let committed = open.commit().await.unwrap();
+    assert_eq!(slow.await.unwrap().unwrap().first_offset, 1);
+    assert_eq!(committed.first_offset, 2);
+    assert_eq!(all(&store, shard).await, expected(&[0, 1, 2]));
+}
