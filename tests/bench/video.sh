@@ -2,8 +2,8 @@
 # Video load: issue 4's performance targets in one run (docs/BENCHMARKS.md, section "Video").
 #
 # 1. Builds `timeshard-bench` in release mode.
-# 2. ROUNDS times, each against timeshard started in-process (fresh data directory under
-#    target/bench-data, sync policy `always`):
+# 2. ROUNDS times each, against timeshard started in-process (fresh data directory under
+#    target/bench-data, sync policy `always`), all camera rounds first (see below):
 #    a. throughput: one stream, PutMedia as fast as the server takes it, MAX_FRAME_BYTES frames,
 #       MAX_FRAMES of them per 1-second fragment (4 MiB clusters by default), DURATION s.
 #       Target: >= 300 MB/s.
@@ -51,17 +51,24 @@ cargo build --release -p timeshard-tests --bin timeshard-bench >&2
 # A run with problems (ERROR acks, missing acks or frames) still prints its table, then exits
 # non-zero: note it, carry on, and fail at the end.
 failed=0
+# All camera rounds first: each throughput round writes and then deletes several GB, and on a
+# file system mounted with online discard (this machine class's root is) the discards of that
+# delete hold up the journal, so every write and fdatasync, for tens of seconds afterwards.
+# Measured after one, 200 cameras see p99 300-750 ms in every stage, the load generator's own
+# sends included; on their own, or after another camera round (2 GB), 13-35 ms.
+for round in $(seq "$ROUNDS"); do
+    echo
+    echo "== round $round/$ROUNDS: $STREAMS cameras x $BITRATE_MBPS Mbit/s, $READERS live readers each, ${DURATION} s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    "$bench" video --streams "$STREAMS" --bitrate-mbps "$BITRATE_MBPS" --readers "$READERS" \
+        --duration "$DURATION" --sync "$SYNC" --label timeshard \
+        | tee "$out_dir/cameras.$round" || failed=1
+done
 for round in $(seq "$ROUNDS"); do
     echo
     echo "== round $round/$ROUNDS: one stream as fast as possible, ${DURATION} s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     "$bench" video --streams 1 --pace max --frame-bytes "$MAX_FRAME_BYTES" --fps "$MAX_FRAMES" \
         --duration "$DURATION" --sync "$SYNC" --label timeshard \
         | tee "$out_dir/throughput.$round" || failed=1
-    echo
-    echo "== round $round/$ROUNDS: $STREAMS cameras x $BITRATE_MBPS Mbit/s, $READERS live readers each, ${DURATION} s (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    "$bench" video --streams "$STREAMS" --bitrate-mbps "$BITRATE_MBPS" --readers "$READERS" \
-        --duration "$DURATION" --sync "$SYNC" --label timeshard \
-        | tee "$out_dir/cameras.$round" || failed=1
 done
 echo
 echo "== list-fragments: $FRAGMENTS fragments, $QUERIES random hours each way (load average $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -40,6 +40,10 @@ const DURABLE_CATALOG_EVERY: Duration = Duration::from_secs(1);
 /// commit (or after `DURABLE_CATALOG_EVERY`, or with any time-index entry). Recovery scans at most
 /// this far past the mark, and appends without time entries skip the catalog entirely.
 const HWM_EVERY_BYTES: u64 = 8 << 20;
+/// The shortest time between sync rounds while `PACE_FROM_SHARDS` or more shards were synced
+/// in the last second (see `Syncer::round_due`).
+const ROUND_EVERY: Duration = Duration::from_millis(5);
+const PACE_FROM_SHARDS: usize = 8;
 
 /// A time-index entry to commit: offset, server ts, producer ts, encoded value.
 pub(crate) type TimeEntry = (u64, i64, i64, Vec<u8>);
@@ -135,6 +139,10 @@ pub(crate) struct Syncer {
     /// Files written but not yet synced (batch policy).
     unsynced: Vec<(ShardUid, Arc<dyn StoreFile>)>,
     unsynced_since: Option<Instant>,
+    last_round: Option<Instant>,
+    /// Distinct shards synced in the last whole second, and those of the current one.
+    busy_shards: usize,
+    this_second: (Instant, std::collections::HashSet<ShardUid>),
 }
 
 impl Syncer {
@@ -159,6 +167,9 @@ impl Syncer {
             catalog_dirty: false,
             unsynced: Vec::new(),
             unsynced_since: None,
+            last_round: None,
+            busy_shards: 0,
+            this_second: (Instant::now(), Default::default()),
         }
     }
 
@@ -193,11 +204,31 @@ impl Syncer {
                     }
                 }
                 next = rx.try_recv().ok();
+                if next.is_none() && !round.is_empty() {
+                    // Gather what arrives until this round may start (see `pace`).
+                    if let Some(at) = self.round_due() {
+                        next = rx.recv_deadline(at).ok();
+                    }
+                }
             }
             self.complete(round);
             self.on_timer();
         }
         self.close();
+    }
+
+    /// When the next round may start, if not at once. Many streams each committing on their
+    /// own make many small rounds, and on a virtual disk a stream of back-to-back fdatasyncs
+    /// (each a journal commit and a device cache flush) stalls for hundreds of milliseconds
+    /// where one every few milliseconds does not (docs/BENCHMARKS.md): while many shards are
+    /// busy, rounds start at most every `ROUND_EVERY`, so a commit waits at most that long to
+    /// share a sync. A single writer (a client waiting on each ack) never waits.
+    fn round_due(&self) -> Option<Instant> {
+        if self.opts.sync != SyncPolicy::Always || self.busy_shards < PACE_FROM_SHARDS {
+            return None;
+        }
+        let at = self.last_round? + ROUND_EVERY;
+        (at > Instant::now()).then_some(at)
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -261,6 +292,13 @@ impl Syncer {
                 files.push((share.shard, share.file.clone()));
             }
         }
+        let now = Instant::now();
+        self.last_round = Some(now);
+        if now.duration_since(self.this_second.0) >= Duration::from_secs(1) {
+            self.busy_shards = self.this_second.1.len();
+            self.this_second = (now, Default::default());
+        }
+        self.this_second.1.extend(files.iter().map(|(u, _)| *u));
         let mut sync_errors: HashMap<ShardUid, std::io::Error> = HashMap::new();
         match self.opts.sync {
             SyncPolicy::Always => {

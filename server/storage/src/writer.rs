@@ -48,9 +48,12 @@ pub(crate) type StreamUpdate = Box<dyn FnOnce(&mut StreamMeta) -> Result<(), Sto
 
 /// Most commands folded into one group.
 const MAX_GROUP: usize = 4096;
-/// Groups written but not yet synced before the writer waits for the sync stage: bounds the
-/// memory and page cache a slow disk lets appends take.
-const MAX_IN_FLIGHT: usize = 16;
+/// Groups written but not yet synced before the writer waits for the sync stage. A written
+/// group holds only its index entries and answers (the payloads are in the page cache, which
+/// the kernel throttles), and under many streams groups are small and frequent: the bound is
+/// high so a disk stall of a second does not stop the writer, which would stop new records
+/// from opening.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// A record on its way to the writer, checksummed by the appender.
 #[derive(Debug)]
