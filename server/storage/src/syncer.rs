@@ -358,7 +358,7 @@ impl Syncer {
                     let e = &sync_errors[&uid];
                     std::io::Error::new(e.kind(), e.to_string())
                 };
-                abort_commits(&share);
+                abort_commits(&share.shared, &share.commits_open);
                 batch.failed.insert(
                     uid,
                     StoreError::Io {
@@ -505,17 +505,18 @@ impl Syncer {
     }
 }
 
-/// The records of a failed share are gone, not half there: their open records end aborted.
-fn abort_commits(share: &Share) {
-    for view in &share.commits_open {
+/// The records of a failed share are gone, not half there: the open records it committed end
+/// aborted.
+pub(crate) fn abort_commits(shared: &ShardShared, commits: &[Arc<OpenRecordView>]) {
+    for view in commits {
         view.finish(OpenStatus::Aborted);
     }
     // (Readers are woken only if something they see changed.)
-    share.shared.tail.send_if_modified(|t| {
+    shared.tail.send_if_modified(|t| {
         let stale = t
             .open
             .as_ref()
-            .is_some_and(|o| share.commits_open.iter().any(|v| Arc::ptr_eq(o, v)));
+            .is_some_and(|o| commits.iter().any(|v| Arc::ptr_eq(o, v)));
         if stale {
             t.open = None;
         }

@@ -40,7 +40,8 @@ use crate::seqno::ShardUid;
 use crate::shard::{OpenRecordView, OpenStatus, ShardShared, ShardState, Tail};
 use crate::store::{Appended, NewShard, NewStream, RetentionReport, StoreShared, StreamInfo};
 use crate::syncer::{
-    Batch, Cursor, Failure, Failures, Job, Share, Syncer, TimeEntry, Waiter, lock_failures,
+    Batch, Cursor, Failure, Failures, Job, Share, Syncer, TimeEntry, Waiter, abort_commits,
+    lock_failures,
 };
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -784,20 +785,7 @@ impl Writer {
                         source: e,
                     },
                 );
-                // The records are gone, not half there.
-                for view in &p.commits_open {
-                    view.finish(OpenStatus::Aborted);
-                }
-                sw.shared.tail.send_if_modified(|t| {
-                    let stale = t
-                        .open
-                        .as_ref()
-                        .is_some_and(|o| p.commits_open.iter().any(|v| Arc::ptr_eq(o, v)));
-                    if stale {
-                        t.open = None;
-                    }
-                    stale
-                });
+                abort_commits(&sw.shared, &p.commits_open);
                 // A record opened after them took an offset past theirs, which is now wrong.
                 if sw.open.as_ref().is_some_and(|o| o.offset != sw.next_offset) {
                     clear_open(sw, OpenStatus::Aborted);
@@ -1484,9 +1472,7 @@ fn clear_open(sw: &mut ShardWriter, status: OpenStatus) {
 /// is a shutdown race at most).
 fn fail_batch(shared: &StoreShared, batch: Batch) {
     for share in &batch.shares {
-        for view in &share.commits_open {
-            view.finish(OpenStatus::Aborted);
-        }
+        abort_commits(&share.shared, &share.commits_open);
     }
     for w in batch.waiters {
         shared.metrics.append_errors.fetch_add(1, Ordering::Relaxed);
