@@ -282,7 +282,10 @@ pub fn push_json_base64(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'"');
     let start = out.len();
     out.resize(start + engine.encoded_length(data.len()), 0);
-    engine.encode(data, base64_simd::Out::from_slice(&mut out[start..]));
+    let written = engine
+        .encode(data, base64_simd::Out::from_slice(&mut out[start..]))
+        .len();
+    out.truncate(start + written);
     out.push(b'"');
 }
 
