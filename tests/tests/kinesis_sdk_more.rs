@@ -1,7 +1,8 @@
 //! Kinesis Data Streams operations beyond create/put/get, judged by the official AWS SDK for
-//! Rust (`aws-sdk-kinesis`): resharding (SplitShard, MergeShards, UpdateShardCount), tags,
-//! retention, encryption, enhanced monitoring, DescribeLimits, and enhanced fan-out consumers
-//! with SubscribeToShard over the SDK's event-stream support.
+//! Rust (`aws-sdk-kinesis`): resharding (SplitShard, MergeShards, UpdateShardCount), tags on
+//! streams and consumers, retention, encryption, enhanced monitoring, DescribeLimits,
+//! UpdateStreamMode, and enhanced fan-out consumers with SubscribeToShard over the SDK's
+//! event-stream support.
 //!
 //! Each test starts its own server (`TestServer`). The expectations are AWS's documented
 //! behaviour, not whatever the server happens to do.
@@ -16,7 +17,8 @@ use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{
     ConsumerStatus, EncryptionType, MetricsName, ScalingType, Shard, ShardFilter, ShardFilterType,
-    ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+    ShardIteratorType, StartingPosition, StreamMode, StreamModeDetails, StreamStatus,
+    SubscribeToShardEventStream,
 };
 use timeshard_tests::{TestServer, stream_arn, wait_for_stream_active};
 
@@ -843,6 +845,307 @@ async fn encryption_and_monitoring() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// UpdateStreamMode
+// ---------------------------------------------------------------------------------------------
+
+fn mode_details(mode: StreamMode) -> StreamModeDetails {
+    StreamModeDetails::builder()
+        .stream_mode(mode)
+        .build()
+        .unwrap()
+}
+
+/// The mode DescribeStreamSummary reports.
+fn summary_mode(summary: &aws_sdk_kinesis::types::StreamDescriptionSummary) -> StreamMode {
+    summary
+        .stream_mode_details()
+        .unwrap_or_else(|| panic!("{} has no StreamModeDetails", summary.stream_name()))
+        .stream_mode()
+        .clone()
+}
+
+/// The mode and status of `stream` as ListStreams' StreamSummaries and DescribeStream show it.
+async fn listed_and_described_mode(client: &Client, stream: &str) -> (StreamMode, StreamMode) {
+    let listed = client
+        .list_streams()
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ListStreams: {}", DisplayErrorContext(&e)));
+    let summary = listed
+        .stream_summaries()
+        .iter()
+        .find(|s| s.stream_name() == stream)
+        .unwrap_or_else(|| panic!("{stream} not in StreamSummaries"));
+    let described = client
+        .describe_stream()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeStream: {}", DisplayErrorContext(&e)));
+    (
+        summary.stream_mode_details().unwrap().stream_mode().clone(),
+        described
+            .stream_description()
+            .unwrap()
+            .stream_mode_details()
+            .unwrap()
+            .stream_mode()
+            .clone(),
+    )
+}
+
+async fn on_demand_count(client: &Client) -> i32 {
+    client
+        .describe_limits()
+        .send()
+        .await
+        .expect("DescribeLimits")
+        .on_demand_stream_count()
+}
+
+/// With a status delay the stream shows UPDATING (already in the new mode) and refuses another
+/// change until it is ACTIVE again; the shards stay as they are in both directions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_stream_mode_both_ways() {
+    let server =
+        TestServer::start_with(|c| c.stream_status_delay = Duration::from_millis(1_000)).await;
+    let client = server.kinesis_client();
+    let stream = "modal";
+    let arn = stream_arn(stream);
+    create_active_stream(&client, stream, 3).await;
+    let summary = wait_for_stream_active(&client, stream, ACTIVE_TIMEOUT).await;
+    assert_eq!(summary_mode(&summary), StreamMode::Provisioned);
+    assert_eq!(on_demand_count(&client).await, 0);
+
+    for (mode, count) in [(StreamMode::OnDemand, 1), (StreamMode::Provisioned, 0)] {
+        client
+            .update_stream_mode()
+            .stream_arn(&arn)
+            .stream_mode_details(mode_details(mode.clone()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("UpdateStreamMode {mode:?}: {}", DisplayErrorContext(&e)));
+        let during = client
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap()
+            .stream_description_summary
+            .unwrap();
+        assert_eq!(
+            *during.stream_status(),
+            StreamStatus::Updating,
+            "to {mode:?}"
+        );
+        assert_eq!(summary_mode(&during), mode);
+        let e = client
+            .update_stream_mode()
+            .stream_arn(&arn)
+            .stream_mode_details(mode_details(StreamMode::OnDemand))
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(
+            e.is_resource_in_use_exception(),
+            "UpdateStreamMode while UPDATING: {}",
+            DisplayErrorContext(&e)
+        );
+        assert!(
+            e.message().unwrap_or_default().contains("UPDATING"),
+            "message {:?}",
+            e.message()
+        );
+
+        let after = wait_for_stream_active(&client, stream, ACTIVE_TIMEOUT).await;
+        assert_eq!(summary_mode(&after), mode);
+        assert_eq!(after.open_shard_count(), 3, "to {mode:?}");
+        assert_eq!(
+            listed_and_described_mode(&client, stream).await,
+            (mode.clone(), mode.clone())
+        );
+        assert_eq!(on_demand_count(&client).await, count, "to {mode:?}");
+    }
+
+    // The mode the stream already has: nothing to do, and the stream stays ACTIVE.
+    client
+        .update_stream_mode()
+        .stream_arn(&arn)
+        .stream_mode_details(mode_details(StreamMode::Provisioned))
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "UpdateStreamMode to the same mode: {}",
+                DisplayErrorContext(&e)
+            )
+        });
+    let summary = client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap();
+    assert_eq!(*summary.stream_status(), StreamStatus::Active);
+    assert_eq!(summary_mode(&summary), StreamMode::Provisioned);
+
+    // An ON_DEMAND stream (4 shards, as CreateStream makes it) becomes PROVISIONED with its
+    // shards, and takes records in either mode.
+    let od = "born-on-demand";
+    client
+        .create_stream()
+        .stream_name(od)
+        .stream_mode_details(mode_details(StreamMode::OnDemand))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("CreateStream ON_DEMAND: {}", DisplayErrorContext(&e)));
+    // Still CREATING: not ACTIVE, so no mode change yet.
+    let e = client
+        .update_stream_mode()
+        .stream_arn(stream_arn(od))
+        .stream_mode_details(mode_details(StreamMode::Provisioned))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_resource_in_use_exception(),
+        "UpdateStreamMode while CREATING: {}",
+        DisplayErrorContext(&e)
+    );
+    let summary = wait_for_stream_active(&client, od, ACTIVE_TIMEOUT).await;
+    assert_eq!(summary_mode(&summary), StreamMode::OnDemand);
+    assert_eq!(summary.open_shard_count(), 4);
+    client
+        .update_stream_mode()
+        .stream_arn(stream_arn(od))
+        .stream_mode_details(mode_details(StreamMode::Provisioned))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("UpdateStreamMode: {}", DisplayErrorContext(&e)));
+    let summary = wait_for_stream_active(&client, od, ACTIVE_TIMEOUT).await;
+    assert_eq!(summary_mode(&summary), StreamMode::Provisioned);
+    assert_eq!(summary.open_shard_count(), 4);
+    let mut expected = BTreeMap::new();
+    put(
+        &client,
+        od,
+        "after-switch",
+        payload("after-switch", 0),
+        &mut expected,
+    )
+    .await;
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_stream_mode_errors() {
+    let server = TestServer::start().await;
+    let client = server.kinesis_client();
+    let stream = "modal-errors";
+    let arn = stream_arn(stream);
+    create_active_stream(&client, stream, 1).await;
+
+    // Without a status delay the change is done when the call returns.
+    client
+        .update_stream_mode()
+        .stream_arn(&arn)
+        .stream_mode_details(mode_details(StreamMode::OnDemand))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("UpdateStreamMode: {}", DisplayErrorContext(&e)));
+    let summary = client
+        .describe_stream_summary()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap()
+        .stream_description_summary
+        .unwrap();
+    assert_eq!(*summary.stream_status(), StreamStatus::Active);
+    assert_eq!(summary_mode(&summary), StreamMode::OnDemand);
+
+    let e = client
+        .update_stream_mode()
+        .stream_arn(stream_arn("no-such-stream"))
+        .stream_mode_details(mode_details(StreamMode::OnDemand))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_resource_not_found_exception(),
+        "unknown stream: {}",
+        DisplayErrorContext(&e)
+    );
+    assert!(
+        e.message().unwrap_or_default().contains("no-such-stream"),
+        "message {:?}",
+        e.message()
+    );
+
+    // A mode the model does not have is a constraint violation, as in CreateStream.
+    let e = client
+        .update_stream_mode()
+        .stream_arn(&arn)
+        .stream_mode_details(mode_details(StreamMode::from("SERVERLESS")))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_of(&e),
+        "ValidationException",
+        "{}",
+        DisplayErrorContext(&e)
+    );
+    assert!(
+        e.message().unwrap_or_default().contains("SERVERLESS"),
+        "message {:?}",
+        e.message()
+    );
+
+    // Warm throughput is for switching to ON_DEMAND only.
+    let e = client
+        .update_stream_mode()
+        .stream_arn(&arn)
+        .stream_mode_details(mode_details(StreamMode::Provisioned))
+        .warm_throughput_mibps(10)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_invalid_argument_exception(),
+        "WarmThroughputMiBps with PROVISIONED: {}",
+        DisplayErrorContext(&e)
+    );
+
+    // Not a stream ARN of this server's region and account.
+    let e = client
+        .update_stream_mode()
+        .stream_arn(arn.replace(":stream/", ":streams/"))
+        .stream_mode_details(mode_details(StreamMode::Provisioned))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_invalid_argument_exception(),
+        "malformed ARN: {}",
+        DisplayErrorContext(&e)
+    );
+
+    // None of the refused calls changed the stream.
+    let summary = wait_for_stream_active(&client, stream, ACTIVE_TIMEOUT).await;
+    assert_eq!(summary_mode(&summary), StreamMode::OnDemand);
+    server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Consumers and SubscribeToShard
 // ---------------------------------------------------------------------------------------------
 
@@ -1069,6 +1372,358 @@ async fn consumers_register_describe_list_subscribe_deregister() {
         listed.consumers().is_empty(),
         "consumers left: {:?}",
         listed.consumers()
+    );
+    server.shutdown().await;
+}
+
+/// The tags ListTagsForResource gives for `arn`.
+async fn resource_tags(client: &Client, arn: &str) -> BTreeMap<String, String> {
+    client
+        .list_tags_for_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("ListTagsForResource {arn}: {}", DisplayErrorContext(&e)))
+        .tags()
+        .iter()
+        .map(|t| (t.key().to_owned(), t.value().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+/// `count` tags `<prefix>-<i>` = `v<i>`.
+fn many_tags(prefix: &str, count: usize) -> HashMap<String, String> {
+    (0..count)
+        .map(|i| (format!("{prefix}-{i:02}"), format!("v{i}")))
+        .collect()
+}
+
+async fn register_consumer(
+    client: &Client,
+    stream_arn: &str,
+    name: &str,
+    tags: Option<HashMap<String, String>>,
+) -> String {
+    client
+        .register_stream_consumer()
+        .stream_arn(stream_arn)
+        .consumer_name(name)
+        .set_tags(tags)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("RegisterStreamConsumer {name}: {}", DisplayErrorContext(&e)))
+        .consumer()
+        .unwrap()
+        .consumer_arn()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_tags_round_trip() {
+    let server = TestServer::start().await;
+    let client = server.kinesis_client();
+    let stream = "tagged-fanout";
+    create_active_stream(&client, stream, 1).await;
+    let arn = stream_arn(stream);
+
+    // Tags given at registration.
+    let tagged = register_consumer(
+        &client,
+        &arn,
+        "tagged-reader",
+        Some(HashMap::from([
+            ("team".to_owned(), "data".to_owned()),
+            ("env".to_owned(), "test".to_owned()),
+        ])),
+    )
+    .await;
+    let plain = register_consumer(&client, &arn, "plain-reader", None).await;
+    assert_eq!(
+        resource_tags(&client, &tagged).await,
+        tag_map(&[("env", "test"), ("team", "data")])
+    );
+    assert_eq!(resource_tags(&client, &plain).await, BTreeMap::new());
+
+    // TagResource adds and overwrites, UntagResource removes; the stream's own tags and the
+    // other consumer's are separate.
+    client
+        .tag_resource()
+        .resource_arn(&tagged)
+        .tags("env", "prod")
+        .tags("owner", "")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("TagResource consumer: {}", DisplayErrorContext(&e)));
+    assert_eq!(
+        resource_tags(&client, &tagged).await,
+        tag_map(&[("env", "prod"), ("owner", ""), ("team", "data")])
+    );
+    client
+        .tag_resource()
+        .resource_arn(&arn)
+        .tags("stream-tag", "s")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("TagResource stream: {}", DisplayErrorContext(&e)));
+    client
+        .untag_resource()
+        .resource_arn(&tagged)
+        .tag_keys("team")
+        .tag_keys("not-there")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("UntagResource consumer: {}", DisplayErrorContext(&e)));
+    assert_eq!(
+        resource_tags(&client, &tagged).await,
+        tag_map(&[("env", "prod"), ("owner", "")])
+    );
+    assert_eq!(resource_tags(&client, &plain).await, BTreeMap::new());
+    assert_eq!(
+        resource_tags(&client, &arn).await,
+        tag_map(&[("stream-tag", "s")])
+    );
+    assert_eq!(
+        stream_tags_paged(&client, stream, 10).await,
+        tag_map(&[("stream-tag", "s")])
+    );
+
+    // The consumer is the same consumer with tags: described and listed as before.
+    let d = client
+        .describe_stream_consumer()
+        .consumer_arn(&tagged)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DescribeStreamConsumer: {}", DisplayErrorContext(&e)));
+    assert_eq!(d.consumer_description().unwrap().consumer_arn(), tagged);
+    assert_eq!(
+        *d.consumer_description().unwrap().consumer_status(),
+        ConsumerStatus::Active
+    );
+
+    // Changes to the consumer list keep the tags of the consumers that stay.
+    client
+        .deregister_stream_consumer()
+        .consumer_arn(&plain)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DeregisterStreamConsumer: {}", DisplayErrorContext(&e)));
+    let third = register_consumer(&client, &arn, "third-reader", None).await;
+    assert_eq!(
+        resource_tags(&client, &tagged).await,
+        tag_map(&[("env", "prod"), ("owner", "")])
+    );
+    assert_eq!(resource_tags(&client, &third).await, BTreeMap::new());
+    let summary = wait_for_stream_active(&client, stream, ACTIVE_TIMEOUT).await;
+    assert_eq!(summary.consumer_count(), Some(2));
+
+    // Deregistering drops the tags: the old ARN is not found, and a consumer registered again
+    // under the name starts without them.
+    client
+        .deregister_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name("tagged-reader")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("DeregisterStreamConsumer: {}", DisplayErrorContext(&e)));
+    let e = client
+        .list_tags_for_resource()
+        .resource_arn(&tagged)
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_resource_not_found_exception(),
+        "ListTagsForResource of a deregistered consumer: {}",
+        DisplayErrorContext(&e)
+    );
+    let again = register_consumer(&client, &arn, "tagged-reader", None).await;
+    assert_eq!(resource_tags(&client, &again).await, BTreeMap::new());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_tags_limits_and_unknown_consumers() {
+    let server = TestServer::start().await;
+    let client = server.kinesis_client();
+    let stream = "tag-limits";
+    create_active_stream(&client, stream, 1).await;
+    let arn = stream_arn(stream);
+    let consumer = register_consumer(&client, &arn, "reader", Some(many_tags("k", 48))).await;
+    assert_eq!(resource_tags(&client, &consumer).await.len(), 48);
+
+    // 50 tags is the limit, counting the tags the consumer has.
+    client
+        .tag_resource()
+        .resource_arn(&consumer)
+        .set_tags(Some(many_tags("more", 2)))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("TagResource to 50 tags: {}", DisplayErrorContext(&e)));
+    let e = client
+        .tag_resource()
+        .resource_arn(&consumer)
+        .tags("one-too-many", "x")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_invalid_argument_exception(),
+        "a 51st tag: {}",
+        DisplayErrorContext(&e)
+    );
+    assert!(
+        e.message().unwrap_or_default().contains("limit of 50"),
+        "message {:?}",
+        e.message()
+    );
+    // Overwriting one of the 50 is no new tag.
+    client
+        .tag_resource()
+        .resource_arn(&consumer)
+        .tags("k-00", "changed")
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("TagResource overwrite: {}", DisplayErrorContext(&e)));
+    let tags = resource_tags(&client, &consumer).await;
+    assert_eq!(tags.len(), 50);
+    assert_eq!(tags["k-00"], "changed");
+    assert!(!tags.contains_key("one-too-many"));
+
+    // Keys of 1 to 128 characters, values of at most 256.
+    let e = client
+        .tag_resource()
+        .resource_arn(&consumer)
+        .tags("k".repeat(129), "v")
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_of(&e),
+        "ValidationException",
+        "{}",
+        DisplayErrorContext(&e)
+    );
+    let e = client
+        .untag_resource()
+        .resource_arn(&consumer)
+        .set_tag_keys(Some((0..51).map(|i| format!("k-{i:02}")).collect()))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert_eq!(
+        code_of(&e),
+        "ValidationException",
+        "{}",
+        DisplayErrorContext(&e)
+    );
+    assert_eq!(resource_tags(&client, &consumer).await, tags);
+
+    // RegisterStreamConsumer checks its Tags the same way, and registers nothing when they fail.
+    let e = client
+        .register_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name("over-tagged")
+        .set_tags(Some(many_tags("k", 51)))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_invalid_argument_exception(),
+        "51 tags at registration: {}",
+        DisplayErrorContext(&e)
+    );
+    let e = client
+        .register_stream_consumer()
+        .stream_arn(&arn)
+        .consumer_name("long-value")
+        .tags("k", "v".repeat(257))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&e.into_service_error()),
+        "ValidationException",
+        "a 257-character value"
+    );
+    let listed = client
+        .list_stream_consumers()
+        .stream_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed
+            .consumers()
+            .iter()
+            .map(|c| c.consumer_name())
+            .collect::<Vec<_>>(),
+        vec!["reader"]
+    );
+
+    // ARNs of consumers that do not exist: another name, another creation second, another
+    // stream.
+    let (_, created) = consumer.rsplit_once(':').unwrap();
+    let created: i64 = created.parse().unwrap();
+    for missing in [
+        format!("{arn}/consumer/ghost:{created}"),
+        format!("{arn}/consumer/reader:{}", created + 1),
+        format!("{}/consumer/reader:{created}", stream_arn("no-such-stream")),
+    ] {
+        let e = client
+            .list_tags_for_resource()
+            .resource_arn(&missing)
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(
+            e.is_resource_not_found_exception(),
+            "ListTagsForResource {missing}: {}",
+            DisplayErrorContext(&e)
+        );
+        let e = client
+            .tag_resource()
+            .resource_arn(&missing)
+            .tags("k", "v")
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(
+            e.is_resource_not_found_exception(),
+            "TagResource {missing}: {}",
+            DisplayErrorContext(&e)
+        );
+        let e = client
+            .untag_resource()
+            .resource_arn(&missing)
+            .tag_keys("k")
+            .send()
+            .await
+            .unwrap_err()
+            .into_service_error();
+        assert!(
+            e.is_resource_not_found_exception(),
+            "UntagResource {missing}: {}",
+            DisplayErrorContext(&e)
+        );
+    }
+    // A consumer ARN without its creation time is malformed rather than unknown.
+    let e = client
+        .list_tags_for_resource()
+        .resource_arn(format!("{arn}/consumer/reader"))
+        .send()
+        .await
+        .unwrap_err()
+        .into_service_error();
+    assert!(
+        e.is_invalid_argument_exception(),
+        "consumer ARN without a time: {}",
+        DisplayErrorContext(&e)
     );
     server.shutdown().await;
 }

@@ -3,8 +3,10 @@
 //! (`subscribe_to_shard.rs`) reads through them.
 //!
 //! A stream's consumers live in its catalog attributes ([`ATTR_CONSUMERS`], a compact JSON list
-//! `[{"name":"app","created_ms":1700000000123}]`), so they are durable, survive restarts and
-//! vanish with the stream without any table of their own. Changes are optimistic: read the
+//! `[{"name":"app","created_ms":1700000000123,"tags":{"team":"a"}}]`, `tags` left out when there
+//! are none), so they are durable, survive restarts and vanish with the stream without any table
+//! of their own. A consumer's tags (TagResource on a consumer ARN, or RegisterStreamConsumer's
+//! `Tags`) live in its entry, so deregistering it drops them in the same write. Changes are optimistic: read the
 //! stream, check the list, write it back with the version it was read at, and retry if another
 //! change got in between, so the limit and duplicate checks hold under concurrent calls.
 //!
@@ -15,6 +17,8 @@
 //! Kinesis forms them. The creation second is part of the identity: the ARN of a deregistered
 //! consumer does not find a later one registered under the same name.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use timeshard_storage::{StoreError, StreamInfo, StreamMeta};
 
@@ -22,6 +26,7 @@ use super::common::{
     ATTR_CONSUMERS, Call, Empty, in_range, missing, store_error, stream, stream_name,
     usable_stream, validation,
 };
+use super::create_stream::check_tags;
 use super::wire::{self, Timestamp};
 use crate::api::{ApiError, ErrorKind, HandlerResult};
 use crate::data::tokens::TokenError;
@@ -33,14 +38,22 @@ const MAX_LIST_RESULTS: i64 = 100;
 /// Optimistic updates give up after this many lost races.
 const UPDATE_ATTEMPTS: usize = 16;
 
-/// A registered consumer, as kept in [`ATTR_CONSUMERS`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A registered consumer, as kept in [`ATTR_CONSUMERS`]. It is not `PartialEq`: whether two
+/// entries are the same consumer is [`StoredConsumer::is`], which tags do not change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct StoredConsumer {
     pub name: String,
     pub created_ms: i64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 impl StoredConsumer {
+    /// Whether `other` is the same registration: the same name registered at the same time.
+    pub fn is(&self, other: &StoredConsumer) -> bool {
+        self.name == other.name && self.created_ms == other.created_ms
+    }
+
     /// `arn:aws:kinesis:<region>:<account>:stream/<stream>/consumer/<name>:<epoch seconds>`.
     pub fn arn(&self, call: &Call<'_>, stream: &str) -> String {
         format!(
@@ -258,6 +271,8 @@ struct RegisterRequest {
     stream_arn: Option<String>,
     #[serde(rename = "ConsumerName")]
     consumer_name: Option<String>,
+    #[serde(rename = "Tags")]
+    tags: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -271,6 +286,16 @@ pub(crate) async fn register(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let arn = req.stream_arn.ok_or_else(|| missing("streamARN"))?;
     let name = req.consumer_name.ok_or_else(|| missing("consumerName"))?;
     check_consumer_name(&name)?;
+    // Tags, when given, are a TagMap of at least one tag (the model's minimum).
+    if req.tags.as_ref().is_some_and(BTreeMap::is_empty) {
+        return Err(validation(
+            "tags",
+            "{}",
+            "Member must have length greater than or equal to 1",
+        ));
+    }
+    let tags = req.tags.unwrap_or_default();
+    check_tags("consumer", &tags)?;
     let stream = stream_name(call, None, Some(&arn))?;
     let account_id = &call.state.kinesis().account.account_id;
     let consumer = update_consumers(call, &stream, |_, list| {
@@ -293,6 +318,7 @@ pub(crate) async fn register(call: &Call<'_>, body: &[u8]) -> HandlerResult {
         let consumer = StoredConsumer {
             name: name.clone(),
             created_ms: call.now_ms,
+            tags: tags.clone(),
         };
         list.push(consumer.clone());
         Ok(consumer)
@@ -460,7 +486,7 @@ pub(crate) async fn deregister(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let target = found.consumer.clone();
     update_consumers(call, &stream, |_, list| {
         let before = list.len();
-        list.retain(|c| *c != target);
+        list.retain(|c| !c.is(&target));
         if list.len() == before {
             return Err(consumer_not_found(call, &found.arn, &stream));
         }
@@ -470,4 +496,66 @@ pub(crate) async fn deregister(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     // Its subscriptions end now rather than at their next keep-alive.
     super::subscribe_to_shard::consumer_deregistered(call.state.store(), &found.arn);
     Ok(wire::response(call.enc, &Empty {}))
+}
+
+// ---- Consumer tags (TagResource, UntagResource, ListTagsForResource; see tags.rs) ----
+
+/// The tags of the consumer a consumer ARN names.
+pub(crate) fn tags_of(call: &Call<'_>, arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(find(call, None, None, Some(arn))?.consumer.tags)
+}
+
+/// Changes the tags of the consumer a consumer ARN names: `change` edits them or refuses with
+/// the error to return. Goes through [`update_consumers`], so it neither loses nor is lost to a
+/// concurrent registration, and a consumer deregistered meanwhile is not found.
+pub(crate) async fn change_tags(
+    call: &Call<'_>,
+    arn: &str,
+    mut change: impl FnMut(&mut BTreeMap<String, String>) -> Result<(), ApiError>,
+) -> Result<(), ApiError> {
+    let found = find(call, None, None, Some(arn))?;
+    let stream = found.info.meta.name.clone();
+    update_consumers(call, &stream, |_, list| {
+        let consumer = list
+            .iter_mut()
+            .find(|c| c.is(&found.consumer))
+            .ok_or_else(|| consumer_not_found(call, arn, &stream))?;
+        change(&mut consumer.tags)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn stored_entries_keep_tags_and_read_entries_without_them() {
+        let plain = StoredConsumer {
+            name: "app".into(),
+            created_ms: 1_700_000_000_123,
+            tags: BTreeMap::new(),
+        };
+        let tagged = StoredConsumer {
+            tags: BTreeMap::from([("team".to_owned(), "a".to_owned())]),
+            ..plain.clone()
+        };
+        // Untagged entries are written as before tags existed, so older servers read them.
+        assert_eq!(
+            serde_json::to_string(&[&plain, &tagged]).unwrap(),
+            r#"[{"name":"app","created_ms":1700000000123},{"name":"app","created_ms":1700000000123,"tags":{"team":"a"}}]"#
+        );
+        let read: Vec<StoredConsumer> =
+            serde_json::from_str(&serde_json::to_string(&[&plain, &tagged]).unwrap()).unwrap();
+        assert!(read[0].tags.is_empty());
+        assert_eq!(read[1].tags, tagged.tags);
+        // Tags do not make another consumer; another creation time does.
+        assert!(plain.is(&tagged));
+        assert!(!plain.is(&StoredConsumer {
+            created_ms: plain.created_ms + 1,
+            ..plain.clone()
+        }));
+    }
 }

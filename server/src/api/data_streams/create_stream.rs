@@ -74,7 +74,7 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     }
     let tags = req.tags.unwrap_or_default();
     let delay = call.state.config().stream_status_delay;
-    check_tags(&tags)?;
+    check_tags("stream", &tags)?;
     let mut attributes = BTreeMap::new();
     attributes.insert(ATTR_STREAM_MODE.to_string(), mode);
     let new = NewStream {
@@ -120,11 +120,12 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     Ok(wire::response(call.enc, &Empty {}))
 }
 
-/// Tag keys 1-128 and values 0-256 characters; at most 50 tags on a stream.
-pub(crate) fn check_tags(tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
+/// Tag keys 1-128 and values 0-256 characters; at most 50 tags on a resource (a stream or a
+/// consumer, as `resource` says in the message).
+pub(crate) fn check_tags(resource: &str, tags: &BTreeMap<String, String>) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::invalid_argument(format!(
-            "A stream can have at most {MAX_TAGS} tags; {} were given.",
+            "A {resource} can have at most {MAX_TAGS} tags; {} were given.",
             tags.len()
         )));
     }

@@ -27,6 +27,7 @@ mod resharding;
 mod settings;
 mod subscribe_to_shard;
 mod tags;
+mod update_stream_mode;
 
 pub mod eventstream;
 pub mod wire;
@@ -144,6 +145,7 @@ pub(crate) async fn dispatch(
         "SplitShard" => resharding::split(&call, body).await,
         "MergeShards" => resharding::merge(&call, body).await,
         "UpdateShardCount" => resharding::update_count(&call, body).await,
+        "UpdateStreamMode" => update_stream_mode::handle(&call, body).await,
         "IncreaseStreamRetentionPeriod" => settings::increase_retention(&call, body).await,
         "DecreaseStreamRetentionPeriod" => settings::decrease_retention(&call, body).await,
         "StartStreamEncryption" => settings::start_encryption(&call, body).await,

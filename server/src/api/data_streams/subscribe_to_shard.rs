@@ -451,7 +451,8 @@ impl Subscription {
     fn consumer_exists(&self) -> bool {
         self.store.stream(&self.stream_name).is_some_and(|info| {
             info.meta.id == self.stream_id
-                && consumers::registered(&info.meta).is_ok_and(|list| list.contains(&self.consumer))
+                && consumers::registered(&info.meta)
+                    .is_ok_and(|list| list.iter().any(|c| c.is(&self.consumer)))
         })
     }
 
@@ -688,6 +689,7 @@ mod tests {
             consumer: StoredConsumer {
                 name: "c".into(),
                 created_ms: 1000,
+                tags: Default::default(),
             },
             consumer_arn: ARN.into(),
             shard,
@@ -822,6 +824,26 @@ mod tests {
             .expect("the task outlived its client")
             .unwrap();
         assert!(!subscriptions()[&key].live);
+        store.close();
+    }
+
+    #[tokio::test]
+    async fn a_consumer_is_the_same_whatever_its_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, shard) = store_with_consumer(dir.path()).await;
+        let long = Duration::from_secs(300);
+        let (subscription, _rx) = new_subscription(&store, shard, long, long);
+        assert!(subscription.consumer_exists());
+        set_consumers(
+            &store,
+            r#"[{"name":"c","created_ms":1000,"tags":{"team":"a"}}]"#,
+        )
+        .await;
+        assert!(subscription.consumer_exists(), "tagging ended it");
+        // The same name registered at another time is another consumer.
+        set_consumers(&store, r#"[{"name":"c","created_ms":2000}]"#).await;
+        assert!(!subscription.consumer_exists());
+        drop(subscription);
         store.close();
     }
 

@@ -1,11 +1,16 @@
 //! Stream tags: AddTagsToStream, RemoveTagsFromStream, ListTagsForStream, and the ARN-based
-//! TagResource, UntagResource, ListTagsForResource (for stream ARNs).
+//! TagResource, UntagResource, ListTagsForResource, which take a stream ARN or a consumer ARN.
+//!
+//! Stream tags live in the stream's catalog entry, consumer tags in the consumer's entry of the
+//! stream's consumer list (`consumers.rs`). Both get the same checks and limits: keys of 1 to 128
+//! characters, values of up to 256, at most 50 tags on a resource.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use super::common::{Call, Empty, in_range, missing, store_error, stream, stream_name, validation};
+use super::consumers;
 use super::create_stream::{MAX_TAGS, check_tags};
 use super::wire;
 use crate::api::{ApiError, HandlerResult};
@@ -86,18 +91,27 @@ struct ListForResourceResponse {
     tags: Vec<Tag>,
 }
 
-/// The stream a resource ARN names; only stream ARNs carry tags here.
-fn resource_stream(call: &Call<'_>, arn: Option<String>) -> Result<String, ApiError> {
-    let arn = arn.ok_or_else(|| missing("resourceARN"))?;
-    if arn.contains("/consumer/") {
-        return Err(ApiError::invalid_argument(
-            "Tags on stream consumers are not supported by this server.",
-        ));
-    }
-    stream_name(call, None, Some(&arn))
+/// What a resource ARN names: a stream (by name) or a consumer (by its ARN).
+enum Resource {
+    Stream(String),
+    Consumer(String),
 }
 
-async fn add(call: &Call<'_>, name: &str, tags: Option<BTreeMap<String, String>>) -> HandlerResult {
+fn resource(call: &Call<'_>, arn: Option<String>) -> Result<Resource, ApiError> {
+    let arn = arn.ok_or_else(|| missing("resourceARN"))?;
+    // Stream names cannot hold a `/`, so this part only appears in consumer ARNs.
+    if arn.contains("/consumer/") {
+        return Ok(Resource::Consumer(arn));
+    }
+    stream_name(call, None, Some(&arn)).map(Resource::Stream)
+}
+
+/// The tags to add, checked as the model and the limits want them; `resource` names the kind of
+/// resource in messages.
+fn tags_to_add(
+    resource: &str,
+    tags: Option<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, ApiError> {
     let tags = tags.ok_or_else(|| missing("tags"))?;
     if tags.is_empty() {
         return Err(validation(
@@ -106,28 +120,12 @@ async fn add(call: &Call<'_>, name: &str, tags: Option<BTreeMap<String, String>>
             "Member must have length greater than or equal to 1",
         ));
     }
-    check_tags(&tags)?;
-    stream(call, name)?;
-    call.state
-        .store()
-        .update_stream(name, None, move |meta| {
-            let mut merged = meta.tags.clone();
-            merged.extend(tags);
-            if merged.len() > MAX_TAGS {
-                return Err(timeshard_storage::StoreError::InvalidArgument(format!(
-                    "Failed to add tags: the stream would have {} tags, over the limit of {MAX_TAGS}.",
-                    merged.len()
-                )));
-            }
-            meta.tags = merged;
-            Ok(())
-        })
-        .await
-        .map_err(|e| store_error(call, e))?;
-    Ok(wire::response(call.enc, &Empty {}))
+    check_tags(resource, &tags)?;
+    Ok(tags)
 }
 
-async fn remove(call: &Call<'_>, name: &str, keys: Option<Vec<String>>) -> HandlerResult {
+/// The tag keys to remove: 1 to 50 of them.
+fn keys_to_remove(keys: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
     let keys = keys.ok_or_else(|| missing("tagKeys"))?;
     if keys.is_empty() || keys.len() > 50 {
         return Err(validation(
@@ -136,6 +134,43 @@ async fn remove(call: &Call<'_>, name: &str, keys: Option<Vec<String>>) -> Handl
             "Member must have length between 1 and 50",
         ));
     }
+    Ok(keys)
+}
+
+/// `current` with `tags` added, unless that makes more than [`MAX_TAGS`].
+fn merged(
+    resource: &str,
+    current: &BTreeMap<String, String>,
+    tags: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, String> {
+    let mut merged = current.clone();
+    merged.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if merged.len() > MAX_TAGS {
+        return Err(format!(
+            "Failed to add tags: the {resource} would have {} tags, over the limit of {MAX_TAGS}.",
+            merged.len()
+        ));
+    }
+    Ok(merged)
+}
+
+async fn add(call: &Call<'_>, name: &str, tags: Option<BTreeMap<String, String>>) -> HandlerResult {
+    let tags = tags_to_add("stream", tags)?;
+    stream(call, name)?;
+    call.state
+        .store()
+        .update_stream(name, None, move |meta| {
+            meta.tags = merged("stream", &meta.tags, &tags)
+                .map_err(timeshard_storage::StoreError::InvalidArgument)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| store_error(call, e))?;
+    Ok(wire::response(call.enc, &Empty {}))
+}
+
+async fn remove(call: &Call<'_>, name: &str, keys: Option<Vec<String>>) -> HandlerResult {
+    let keys = keys_to_remove(keys)?;
     stream(call, name)?;
     call.state
         .store()
@@ -151,12 +186,43 @@ async fn remove(call: &Call<'_>, name: &str, keys: Option<Vec<String>>) -> Handl
 }
 
 fn all_tags(call: &Call<'_>, name: &str) -> Result<Vec<Tag>, ApiError> {
-    Ok(stream(call, name)?
-        .meta
-        .tags
-        .into_iter()
+    Ok(tag_list(stream(call, name)?.meta.tags))
+}
+
+fn tag_list(tags: BTreeMap<String, String>) -> Vec<Tag> {
+    tags.into_iter()
         .map(|(key, value)| Tag { key, value })
-        .collect())
+        .collect()
+}
+
+async fn add_to_consumer(
+    call: &Call<'_>,
+    arn: &str,
+    tags: Option<BTreeMap<String, String>>,
+) -> HandlerResult {
+    let tags = tags_to_add("consumer", tags)?;
+    consumers::change_tags(call, arn, |current| {
+        *current = merged("consumer", current, &tags).map_err(ApiError::invalid_argument)?;
+        Ok(())
+    })
+    .await?;
+    Ok(wire::response(call.enc, &Empty {}))
+}
+
+async fn remove_from_consumer(
+    call: &Call<'_>,
+    arn: &str,
+    keys: Option<Vec<String>>,
+) -> HandlerResult {
+    let keys = keys_to_remove(keys)?;
+    consumers::change_tags(call, arn, |current| {
+        for k in &keys {
+            current.remove(k);
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(wire::response(call.enc, &Empty {}))
 }
 
 pub(crate) async fn add_to_stream(call: &Call<'_>, body: &[u8]) -> HandlerResult {
@@ -196,23 +262,25 @@ pub(crate) async fn list_for_stream(call: &Call<'_>, body: &[u8]) -> HandlerResu
 
 pub(crate) async fn tag_resource(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let req: TagResourceRequest = wire::decode(call.enc, body)?;
-    let name = resource_stream(call, req.resource_arn)?;
-    add(call, &name, req.tags).await
+    match resource(call, req.resource_arn)? {
+        Resource::Stream(name) => add(call, &name, req.tags).await,
+        Resource::Consumer(arn) => add_to_consumer(call, &arn, req.tags).await,
+    }
 }
 
 pub(crate) async fn untag_resource(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let req: UntagResourceRequest = wire::decode(call.enc, body)?;
-    let name = resource_stream(call, req.resource_arn)?;
-    remove(call, &name, req.tag_keys).await
+    match resource(call, req.resource_arn)? {
+        Resource::Stream(name) => remove(call, &name, req.tag_keys).await,
+        Resource::Consumer(arn) => remove_from_consumer(call, &arn, req.tag_keys).await,
+    }
 }
 
 pub(crate) async fn list_for_resource(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     let req: ListForResourceRequest = wire::decode(call.enc, body)?;
-    let name = resource_stream(call, req.resource_arn)?;
-    Ok(wire::response(
-        call.enc,
-        &ListForResourceResponse {
-            tags: all_tags(call, &name)?,
-        },
-    ))
+    let tags = match resource(call, req.resource_arn)? {
+        Resource::Stream(name) => all_tags(call, &name)?,
+        Resource::Consumer(arn) => tag_list(consumers::tags_of(call, &arn)?),
+    };
+    Ok(wire::response(call.enc, &ListForResourceResponse { tags }))
 }
