@@ -508,6 +508,12 @@ async fn consumers_survive_a_restart() {
     let addr = server.local_addr();
     let stream_arn = create_stream(addr, "kept", 1).await;
     let consumer = register(addr, &stream_arn, "durable").await;
+    ok(
+        addr,
+        "TagResource",
+        json!({"ResourceARN": consumer["ConsumerARN"], "Tags": {"team": "video"}}),
+    )
+    .await;
     server.shutdown().await;
 
     let server = timeshard_server::start(config()).await.unwrap();
@@ -523,6 +529,13 @@ async fn consumers_survive_a_restart() {
         d["ConsumerDescription"]["ConsumerCreationTimestamp"],
         consumer["ConsumerCreationTimestamp"]
     );
+    let tags = ok(
+        addr,
+        "ListTagsForResource",
+        json!({"ResourceARN": consumer["ConsumerARN"]}),
+    )
+    .await;
+    assert_eq!(tags["Tags"], json!([{"Key": "team", "Value": "video"}]));
     server.shutdown().await;
 }
 
