@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: u64 = 16 << 20;
 /// How long shutdown waits for in-flight requests before cutting them.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(60);
+/// AWS closes a PutMedia request that sends no data for 30 s.
+pub const DEFAULT_PUT_MEDIA_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `timeshard`: the command line.
 #[derive(Debug, Parser)]
@@ -155,6 +157,16 @@ pub struct ServeArgs {
     /// for testing clients' waiters [default: 0s, immediate].
     #[arg(long, env = "TIMESHARD_STREAM_STATUS_DELAY", value_parser = parse_duration, value_name = "DURATION")]
     pub stream_status_delay: Option<Duration>,
+
+    /// How long a PutMedia upload may send no data before the server ends it; IDLE acks come
+    /// every 3 s meanwhile [default: 30s].
+    #[arg(long, env = "TIMESHARD_PUT_MEDIA_IDLE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub put_media_idle_timeout: Option<Duration>,
+
+    /// How long one PutMedia connection may last before it ends with ERROR 4003
+    /// [default: 45m with --limits aws, unlimited otherwise].
+    #[arg(long, env = "TIMESHARD_PUT_MEDIA_MAX_CONNECTION_DURATION", value_parser = parse_duration, value_name = "DURATION")]
+    pub put_media_max_connection_duration: Option<Duration>,
 }
 
 /// A string or a list of strings in the TOML file (`access_key_id = "A"` or `= ["A", "B"]`).
@@ -194,6 +206,8 @@ struct FileConfig {
     retention_interval: Option<String>,
     stream_status_delay: Option<String>,
     limits: Option<String>,
+    put_media_idle_timeout: Option<String>,
+    put_media_max_connection_duration: Option<String>,
 }
 
 /// One access key pair clients may sign with. `Debug` never prints the secret.
@@ -273,6 +287,10 @@ pub struct Config {
     pub retention_interval: Duration,
     pub stream_status_delay: Duration,
     pub limits: LimitsMode,
+    /// A PutMedia upload that sends no data this long is ended.
+    pub put_media_idle_timeout: Duration,
+    /// `None`: the limits mode decides (45 min under `aws`, none under `self-hosted`).
+    pub put_media_max_connection_duration: Option<Duration>,
 }
 
 impl Default for Config {
@@ -293,6 +311,8 @@ impl Default for Config {
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             stream_status_delay: Duration::ZERO,
             limits: LimitsMode::SelfHosted,
+            put_media_idle_timeout: DEFAULT_PUT_MEDIA_IDLE_TIMEOUT,
+            put_media_max_connection_duration: None,
         }
     }
 }
@@ -352,6 +372,8 @@ pub enum ConfigError {
     MaxRequestBytesTooSmall(u64),
     #[error("the retention interval must be at least 1s, not {0:?}")]
     RetentionIntervalTooShort(Duration),
+    #[error("{0} must be more than 0s")]
+    ZeroDuration(&'static str),
 }
 
 impl Config {
@@ -440,6 +462,23 @@ impl Config {
             &file.stream_status_delay,
             defaults.stream_status_delay,
         )?;
+        let put_media_idle_timeout = duration(
+            args.put_media_idle_timeout,
+            "put_media_idle_timeout",
+            &file.put_media_idle_timeout,
+            defaults.put_media_idle_timeout,
+        )?;
+        let put_media_max_connection_duration = match (
+            args.put_media_max_connection_duration,
+            &file.put_media_max_connection_duration,
+        ) {
+            (Some(d), _) => Some(d),
+            (None, Some(s)) => Some(
+                parse_duration(s)
+                    .map_err(|e| file_value("put_media_max_connection_duration", s, e))?,
+            ),
+            (None, None) => defaults.put_media_max_connection_duration,
+        };
         let limits = match (args.limits, &file.limits) {
             (Some(l), _) => l,
             (None, Some(text)) => text
@@ -509,6 +548,8 @@ impl Config {
             retention_interval,
             stream_status_delay,
             limits,
+            put_media_idle_timeout,
+            put_media_max_connection_duration,
         };
         config.validate()?;
         Ok(config)
@@ -562,6 +603,17 @@ impl Config {
         if self.retention_interval < Duration::from_secs(1) {
             return Err(ConfigError::RetentionIntervalTooShort(
                 self.retention_interval,
+            ));
+        }
+        if self.put_media_idle_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("the PutMedia idle timeout"));
+        }
+        if self
+            .put_media_max_connection_duration
+            .is_some_and(|d| d.is_zero())
+        {
+            return Err(ConfigError::ZeroDuration(
+                "the PutMedia connection duration limit",
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log) {
@@ -651,6 +703,16 @@ impl Config {
             quote(&format_duration(self.stream_status_delay)),
         );
         line("limits", quote(&self.limits.to_string()));
+        line(
+            "put_media_idle_timeout",
+            quote(&format_duration(self.put_media_idle_timeout)),
+        );
+        if let Some(d) = self.put_media_max_connection_duration {
+            line(
+                "put_media_max_connection_duration",
+                quote(&format_duration(d)),
+            );
+        }
         out
     }
 }
@@ -956,6 +1018,57 @@ mod tests {
         let err = resolve(&["--retention-interval=10ms"], None).unwrap_err();
         assert!(
             matches!(err, ConfigError::RetentionIntervalTooShort(_)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn put_media_times_from_flag_and_file_and_never_zero() {
+        let c = resolve(&[], None).unwrap();
+        assert_eq!(c.put_media_idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.put_media_max_connection_duration, None);
+        let c = resolve(
+            &[
+                "--put-media-idle-timeout=2s",
+                "--put-media-max-connection-duration=10m",
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.put_media_idle_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.put_media_max_connection_duration,
+            Some(Duration::from_secs(600))
+        );
+        let file = "put_media_idle_timeout = \"1m\"\nput_media_max_connection_duration = \"5s\"\n";
+        let c = resolve(&[], Some(file)).unwrap();
+        assert_eq!(c.put_media_idle_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.put_media_max_connection_duration,
+            Some(Duration::from_secs(5))
+        );
+        let back = resolve(&[], Some(&c.to_redacted_toml())).unwrap();
+        assert_eq!(back.put_media_idle_timeout, c.put_media_idle_timeout);
+        assert_eq!(
+            back.put_media_max_connection_duration,
+            c.put_media_max_connection_duration
+        );
+        for bad in [
+            "--put-media-idle-timeout=0s",
+            "--put-media-max-connection-duration=0ms",
+        ] {
+            let err = resolve(&[bad], None).unwrap_err();
+            assert!(matches!(err, ConfigError::ZeroDuration(_)), "{bad}: {err}");
+        }
+        let err = resolve(&[], Some("put_media_idle_timeout = \"30\"")).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::FileValue {
+                    key: "put_media_idle_timeout",
+                    ..
+                }
+            ),
             "{err}"
         );
     }

@@ -21,6 +21,7 @@ use crate::data::limits::ShardQuotas;
 use crate::data::names::Account;
 use crate::data::tokens::Tokens;
 use crate::metrics::HttpMetrics;
+use crate::video::ingest::IngestLimits;
 use crate::video::limits::ControlPlaneQuotas;
 
 /// Opens the data directory. Blocking: call it from `spawn_blocking` or before serving.
@@ -55,6 +56,8 @@ pub struct AppState {
     video_quotas: Option<ControlPlaneQuotas>,
     /// PutMedia uploads in progress, one per stream.
     uploads: Arc<crate::video::ingest::Uploads>,
+    /// The limits every PutMedia upload gets, from the limits mode and the PutMedia options.
+    ingest_limits: IngestLimits,
 }
 
 impl fmt::Debug for AppState {
@@ -88,7 +91,16 @@ impl AppState {
         };
         let shard_quotas = (config.limits == LimitsMode::Aws).then(ShardQuotas::default);
         let video_quotas = (config.limits == LimitsMode::Aws).then(ControlPlaneQuotas::default);
+        let mut ingest_limits = match config.limits {
+            LimitsMode::Aws => IngestLimits::aws(),
+            LimitsMode::SelfHosted => IngestLimits::self_hosted(),
+        }
+        .with_idle_timeout(config.put_media_idle_timeout);
+        if let Some(d) = config.put_media_max_connection_duration {
+            ingest_limits.max_connection = Some(d);
+        }
         AppState {
+            ingest_limits,
             shard_quotas,
             video_quotas,
             uploads: Arc::default(),
@@ -149,6 +161,11 @@ impl AppState {
     /// PutMedia uploads in progress (a new upload to a stream replaces the one before).
     pub fn uploads(&self) -> &Arc<crate::video::ingest::Uploads> {
         &self.uploads
+    }
+
+    /// The limits of a PutMedia upload.
+    pub fn ingest_limits(&self) -> &IngestLimits {
+        &self.ingest_limits
     }
 
     /// Kinesis Data Streams naming and tokens.

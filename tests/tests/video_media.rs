@@ -2578,6 +2578,255 @@ async fn shutdown_ends_uploads_with_an_error_ack() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Idle uploads and the connection time limit
+// ---------------------------------------------------------------------------------------------
+
+/// Frames of the second cluster sent before an upload goes quiet.
+const PARTIAL_FRAMES: usize = 10;
+
+/// Starts a RELATIVE upload to `name`, sends the first cluster of `sample` whole and waits for
+/// its PERSISTED ack, then sends the first [`PARTIAL_FRAMES`] frames of the second cluster and
+/// waits for its BUFFERING ack. Returns the upload, with its body still open, and the first
+/// fragment's number.
+async fn one_fragment_and_a_part(
+    env: &Env,
+    name: &str,
+    sample: &Sample,
+    start_ms: i64,
+) -> (Upload, String) {
+    let mut upload = env
+        .put_media(name)
+        .await
+        .relative_to(start_ms)
+        .start()
+        .await;
+    assert_eq!(upload.status(), 200);
+    let c = &sample.clusters;
+    upload
+        .send_bytes(&sample.bytes[..c[0].end as usize], 4096, None)
+        .await;
+    let persisted = upload
+        .wait_for(
+            |a| a.is(AckEventType::Persisted) && a.fragment_timecode == Some(c[0].timecode),
+            ACK_TIMEOUT,
+        )
+        .await;
+    let cut = c[1].frame_ends[PARTIAL_FRAMES - 1] as usize;
+    upload
+        .send_bytes(&sample.bytes[c[0].end as usize..cut], 4096, None)
+        .await;
+    upload
+        .wait_for(
+            |a| a.is(AckEventType::Buffering) && a.fragment_timecode == Some(c[1].timecode),
+            ACK_TIMEOUT,
+        )
+        .await;
+    (upload, persisted.fragment_number.unwrap())
+}
+
+/// After an upload of [`one_fragment_and_a_part`] ended: the first fragment alone is stored
+/// (ListFragments lists it, GetMedia gives it whole), and a new upload to the stream, of the
+/// clusters from the second on, goes through. A GetMedia EARLIEST reader opened before that
+/// upload gets exactly those fragments after the first: had the part of the second cluster
+/// been stored, it would come in between.
+async fn only_the_finished_fragment_is_kept(
+    env: &Env,
+    name: &str,
+    sample: &Sample,
+    start_ms: i64,
+    first: &str,
+) {
+    let listed = env.all_fragments(name).await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|f| f.fragment_number())
+            .collect::<Vec<_>>(),
+        vec![Some(first)],
+        "ListFragments: {listed:#?}"
+    );
+    let scale = sample.info.timecode_scale as i64;
+    assert_eq!(
+        millis(listed[0].producer_timestamp.as_ref()),
+        start_ms + sample.clusters[0].timecode as i64 * scale / 1_000_000,
+        "producer timestamp of the first fragment"
+    );
+    let mut media = env
+        .get_media(name, start(StartSelectorType::Earliest).build().unwrap())
+        .await;
+    let docs = media.documents(1).await;
+    check_document(&docs[0], sample, 0, Some(start_ms), Some(first));
+
+    let rest: Vec<(u64, &[Frame])> = sample.clusters[1..]
+        .iter()
+        .map(|c| (c.timecode, &c.frames[..]))
+        .collect();
+    let body = kvs_document(&sample.info, &sample.tracks, &rest);
+    let result = env
+        .put_media(name)
+        .await
+        .relative_to(start_ms)
+        .send(BodySource::chunks(body, 4096))
+        .await;
+    assert_eq!(result.status, 200);
+    let numbers = check_clean_acks(&result.acks, &sample.timecodes()[1..], true);
+    assert!(number_lt(first, &numbers[0]), "{first} then {}", numbers[0]);
+    let docs = media.documents(rest.len()).await;
+    for (i, doc) in docs.iter().enumerate() {
+        check_document(doc, sample, i + 1, Some(start_ms), Some(&numbers[i]));
+    }
+    assert_eq!(env.all_fragments(name).await.len(), sample.clusters.len());
+}
+
+/// An upload that stops sending mid-fragment gets IDLE acks, then its response just ends (AWS
+/// documents no ErrorId for this: the service closes the request) once the idle timeout has
+/// passed. The fragment it was in is dropped (a live reader is told, nothing is stored), the one
+/// it finished stays, and the stream takes a new upload.
+#[tokio::test]
+async fn an_idle_upload_ends_and_keeps_its_finished_fragments() {
+    let env = Env::with_server(
+        TestServer::start_with(|c| c.put_media_idle_timeout = Duration::from_secs(2)).await,
+    );
+    let sample = Sample::load(VIDEO);
+    env.create_stream("idle", 24).await;
+    let mut live = env
+        .get_media("idle", start(StartSelectorType::Now).build().unwrap())
+        .await;
+    let start_ms = start_an_hour_ago();
+    let (upload, first) = one_fragment_and_a_part(&env, "idle", &sample, start_ms).await;
+
+    // A server that never times out fails here (the default, 30 s, is past this bound too).
+    let result = upload.wait_end(Duration::from_secs(20)).await;
+    let acks = &result.acks;
+    let partial_tc = sample.clusters[1].timecode;
+    let buffering = acks
+        .iter()
+        .position(|a| a.is(AckEventType::Buffering) && a.fragment_timecode == Some(partial_tc))
+        .unwrap();
+    // After the part of the second cluster: IDLE acks, at least one, and nothing else (no
+    // RECEIVED for a fragment that never ended, no ERROR).
+    let after = &acks[buffering + 1..];
+    assert!(
+        !after.is_empty() && after.iter().all(|a| a.is(AckEventType::Idle)),
+        "expected only IDLE acks, at least one, before the end: {acks:#?}"
+    );
+    for idle in after {
+        assert_eq!(
+            (
+                idle.fragment_timecode,
+                idle.fragment_number.as_deref(),
+                idle.error_id
+            ),
+            (None, None, None),
+            "an IDLE ack names no fragment: {acks:#?}"
+        );
+    }
+    let finished: Vec<Ack> = acks
+        .iter()
+        .filter(|a| a.fragment_timecode != Some(partial_tc))
+        .cloned()
+        .collect();
+    let numbers = check_clean_acks(&finished, &sample.timecodes()[..1], true);
+    assert_eq!(numbers, vec![first.clone()]);
+
+    // The live reader had the first fragment, and is told the second was dropped.
+    let docs = live.documents(2).await;
+    check_document(&docs[0], &sample, 0, Some(start_ms), Some(&first));
+    let dropped = &docs[1];
+    assert!(
+        dropped.error_code.is_some() || dropped.error_id.is_some(),
+        "the dropped fragment's document has no error tags: {dropped:#?}"
+    );
+    assert_eq!(
+        dropped.continuation_token, None,
+        "a token for a dropped fragment"
+    );
+    assert!(
+        dropped.frames.len() <= PARTIAL_FRAMES,
+        "{}",
+        dropped.frames.len()
+    );
+    check_frames(
+        &dropped.frames,
+        &sample.clusters[1].frames[..dropped.frames.len()],
+        "dropped fragment",
+    );
+
+    only_the_finished_fragment_is_kept(&env, "idle", &sample, start_ms, &first).await;
+    env.server.shutdown().await;
+}
+
+/// `--limits aws` ends a PutMedia connection after 45 minutes with ERROR 4003 (here after a
+/// few seconds, set by `put_media_max_connection_duration`), even while it sends data: the
+/// fragment in progress is dropped and the finished ones stay.
+#[tokio::test]
+async fn a_connection_ends_at_its_time_limit() {
+    let env = Env::with_server(
+        TestServer::start_with(|c| {
+            c.limits = LimitsMode::Aws;
+            c.put_media_max_connection_duration = Some(Duration::from_secs(4));
+        })
+        .await,
+    );
+    let sample = Sample::load(VIDEO);
+    env.create_stream("old", 24).await;
+    let start_ms = start_an_hour_ago();
+    let (mut upload, first) = one_fragment_and_a_part(&env, "old", &sample, start_ms).await;
+    // Go on with the second cluster, all but its last frame, in 80 pieces 100 ms apart: the
+    // limit comes while data is still arriving, and the cluster never ends.
+    let c = &sample.clusters[1];
+    let from = c.frame_ends[PARTIAL_FRAMES - 1] as usize;
+    let to = c.frame_ends[c.frames.len() - 2] as usize;
+    let trickle = sample.bytes.slice(from..to);
+    let sender = tokio::spawn(async move {
+        let piece = trickle.len().div_ceil(80);
+        let mut at = 0;
+        while at < trickle.len() && !upload.server_closed_body() {
+            let end = (at + piece).min(trickle.len());
+            upload.send_chunk(trickle.slice(at..end)).await;
+            at = end;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        upload
+    });
+    let upload = sender.await.unwrap();
+    let result = upload.wait_end(Duration::from_secs(20)).await;
+    let acks = &result.acks;
+    let last = acks.iter().rfind(|a| !a.is(AckEventType::Idle)).unwrap();
+    assert_eq!(
+        (
+            last.event_type,
+            last.error_id,
+            last.error_code.as_deref(),
+            last.fragment_timecode
+        ),
+        (
+            AckEventType::Error,
+            Some(4003),
+            Some("MAX_CONNECTION_DURATION_REACHED"),
+            None
+        ),
+        "{acks:#?}"
+    );
+    let finished: Vec<Ack> = acks
+        .iter()
+        .filter(|a| !a.is(AckEventType::Error) && a.fragment_timecode != Some(c.timecode))
+        .cloned()
+        .collect();
+    let numbers = check_clean_acks(&finished, &sample.timecodes()[..1], true);
+    assert_eq!(numbers, vec![first.clone()]);
+    assert!(
+        acks.iter()
+            .filter(|a| a.fragment_timecode == Some(c.timecode))
+            .all(|a| a.is(AckEventType::Buffering)),
+        "the cut fragment got more than BUFFERING: {acks:#?}"
+    );
+
+    only_the_finished_fragment_is_kept(&env, "old", &sample, start_ms, &first).await;
+    env.server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Retention
 // ---------------------------------------------------------------------------------------------
 

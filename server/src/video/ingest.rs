@@ -26,6 +26,11 @@
 //!   a candidate is held in memory until its end instead of being streamed to live readers.
 //! - Retention 0 (live only): fragments go to live readers and are then dropped; nothing is
 //!   written and no PERSISTED ack is sent.
+//! - An upload that sends no data gets an IDLE ack every 3 s; after 30 s without data the
+//!   response just ends, as AWS documents it (no ErrorId exists for this). A connection past
+//!   its time limit (45 min in `--limits aws` mode) ends with an ERROR ack (4003). As with
+//!   every early end, the fragment in progress is dropped and the finished ones are persisted.
+//!   Both times are [`IngestLimits`], set by the server's configuration.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -231,7 +236,14 @@ pub struct IngestLimits {
     pub max_tag_value_bytes: usize,
     /// Every declared track must have a frame in every fragment (4011).
     pub every_track_needs_frames: bool,
+    /// How long one connection may last; it then ends with an ERROR ack (4003).
     pub max_connection: Option<Duration>,
+    /// How long an upload may go without body data before the server ends it: the response
+    /// simply ends, as AWS documents it (no ERROR ack), the fragment in progress is dropped and
+    /// finished ones are kept.
+    pub idle_timeout: Duration,
+    /// How often an IDLE ack is sent while no body data arrives.
+    pub idle_ack_every: Duration,
 }
 
 impl IngestLimits {
@@ -248,6 +260,8 @@ impl IngestLimits {
             max_tag_value_bytes: 64 << 10,
             every_track_needs_frames: false,
             max_connection: None,
+            idle_timeout: IDLE_TIMEOUT,
+            idle_ack_every: IDLE_ACK_EVERY,
         }
     }
 
@@ -261,10 +275,28 @@ impl IngestLimits {
             max_tag_name_bytes: 128,
             max_tag_value_bytes: 256,
             every_track_needs_frames: true,
-            max_connection: Some(Duration::from_secs(45 * 60)),
+            max_connection: Some(AWS_MAX_CONNECTION),
+            idle_timeout: IDLE_TIMEOUT,
+            idle_ack_every: IDLE_ACK_EVERY,
         }
     }
+
+    /// Ends uploads after `timeout` without data. IDLE acks stay 3 s apart, or come at half the
+    /// timeout when that is shorter, so a client always gets one before the upload ends.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> IngestLimits {
+        self.idle_timeout = timeout;
+        self.idle_ack_every = IDLE_ACK_EVERY
+            .min(timeout / 2)
+            .max(Duration::from_millis(1));
+        self
+    }
 }
+
+/// AWS's defaults (`shared/reference/aws-protocol.md` A.4, A.5): an IDLE ack every 3 s while no
+/// data arrives, for up to 30 s; a connection lasts at most 45 minutes.
+pub const IDLE_ACK_EVERY: Duration = Duration::from_secs(3);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const AWS_MAX_CONNECTION: Duration = Duration::from_secs(45 * 60);
 
 /// The stream an upload goes to.
 #[derive(Debug, Clone)]
@@ -1025,10 +1057,6 @@ fn tag_len(v: &mkv::TagValue) -> usize {
 /// Stored fragments with the same producer timestamp a resend is compared with, at most.
 const MAX_RESEND_CANDIDATES: usize = 16;
 
-/// How often an IDLE ack is sent while no data arrives, and how long an upload may stay idle.
-pub const IDLE_ACK_EVERY: Duration = Duration::from_secs(3);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Feeds `body` to an [`Ingest`] until it ends, sending acks to `acks` as it goes. Returns when
 /// the upload is over; every fragment it acked RECEIVED has been persisted or reported.
 pub async fn run(
@@ -1049,8 +1077,10 @@ pub async fn run(
     };
     tokio::pin!(connection_deadline);
     tokio::pin!(shutdown);
-    let mut last_data = tokio::time::Instant::now();
-    let mut idle = tokio::time::interval_at(last_data + IDLE_ACK_EVERY, IDLE_ACK_EVERY);
+    let (idle_timeout, idle_ack_every) = (ingest.limits.idle_timeout, ingest.limits.idle_ack_every);
+    let idle_deadline = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle_deadline);
+    let mut idle = tokio::time::interval_at(started + idle_ack_every, idle_ack_every);
     loop {
         tokio::select! {
             biased;
@@ -1091,7 +1121,9 @@ pub async fn run(
                     return;
                 }
                 Some(BodyPiece::Data(data)) => {
-                    last_data = tokio::time::Instant::now();
+                    idle_deadline
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + idle_timeout);
                     idle.reset();
                     if ingest.push(&data, acks).await.is_err() {
                         ingest.abandon(acks).await;
@@ -1099,13 +1131,14 @@ pub async fn run(
                     }
                 }
             },
-            _ = idle.tick() => {
-                if last_data.elapsed() >= IDLE_TIMEOUT {
-                    ingest.abandon(acks).await;
-                    return;
-                }
-                acks.send(Ack::new(AckEvent::Idle, None, None));
+            // Before the IDLE tick: when both are due, the upload ends without one more IDLE.
+            () = &mut idle_deadline => {
+                // AWS documents no ErrorId for this: the service just closes the request.
+                tracing::info!(stream = ingest.target.stream_id, timeout = ?idle_timeout, "PutMedia upload sent no data; ending it");
+                ingest.abandon(acks).await;
+                return;
             }
+            _ = idle.tick() => acks.send(Ack::new(AckEvent::Idle, None, None)),
         }
     }
 }

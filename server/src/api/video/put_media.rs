@@ -12,13 +12,10 @@ use http_body_util::channel::{Channel, Sender};
 
 use super::get_media::streaming_response;
 use crate::api::{ApiError, HandlerResult, RequestContext};
-use crate::config::LimitsMode;
 use crate::http::{Body, BoxError};
 use crate::state::AppState;
 use crate::video::VideoStream;
-use crate::video::ingest::{
-    self, Ack, AckError, AckSink, Ingest, IngestLimits, Target, TimecodeType, Timing,
-};
+use crate::video::ingest::{self, Ack, AckError, AckSink, Ingest, Target, TimecodeType, Timing};
 
 /// Acks waiting for a slow client; past this, acks are dropped rather than stalling ingest.
 const ACK_BUFFER: usize = 256;
@@ -40,10 +37,7 @@ pub(crate) async fn handle(
     let stream = VideoStream::find(state, name, arn)?;
     let now_ms = state.now_ms();
     let timing = timing(headers, now_ms)?;
-    let limits = match state.config().limits {
-        LimitsMode::Aws => IngestLimits::aws(),
-        LimitsMode::SelfHosted => IngestLimits::self_hosted(),
-    };
+    let limits = state.ingest_limits().clone();
 
     let (tx, channel) = Channel::<Bytes, BoxError>::new(ACK_BUFFER);
     let mut sink = ChannelAcks {
