@@ -124,6 +124,43 @@ pub(crate) fn shard<'i>(
         })
 }
 
+/// Optimistic updates of a stream give up after this many lost races.
+const UPDATE_ATTEMPTS: usize = 16;
+
+/// Changes a stream's catalog entry only if it still is what the caller decided on: `plan`
+/// reads the stream and returns it, the answer, and the edit to make (none: nothing to write).
+/// The edit is written at the version read; when another call changed the stream in between,
+/// `plan` runs again on the new state. Returns the answer and the entry written, if any.
+pub(crate) async fn update_stream_if_unchanged<T, E>(
+    call: &Call<'_>,
+    stream_name: &str,
+    mut plan: impl FnMut() -> Result<(StreamInfo, T, Option<E>), ApiError>,
+) -> Result<(T, Option<StreamMeta>), ApiError>
+where
+    E: FnOnce(&mut StreamMeta) -> Result<(), StoreError> + Send + 'static,
+{
+    for _ in 0..UPDATE_ATTEMPTS {
+        let (info, answer, edit) = plan()?;
+        let Some(edit) = edit else {
+            return Ok((answer, None));
+        };
+        match call
+            .state
+            .store()
+            .update_stream(stream_name, Some(info.meta.version), edit)
+            .await
+        {
+            Ok(meta) => return Ok((answer, Some(meta))),
+            Err(StoreError::VersionMismatch { .. }) => continue,
+            Err(e) => return Err(store_error(call, e)),
+        }
+    }
+    Err(ApiError::new(
+        ErrorKind::ResourceInUse,
+        format!("Stream {stream_name} is being changed by other calls; try again."),
+    ))
+}
+
 /// Storage failures in Kinesis terms.
 pub(crate) fn store_error(call: &Call<'_>, e: StoreError) -> ApiError {
     match e {

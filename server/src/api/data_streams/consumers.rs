@@ -20,11 +20,11 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use timeshard_storage::{StoreError, StreamInfo, StreamMeta};
+use timeshard_storage::{StreamInfo, StreamMeta};
 
 use super::common::{
-    ATTR_CONSUMERS, Call, Empty, in_range, missing, store_error, stream, stream_name,
-    usable_stream, validation,
+    ATTR_CONSUMERS, Call, Empty, in_range, missing, stream, stream_name,
+    update_stream_if_unchanged, usable_stream, validation,
 };
 use super::create_stream::check_tags;
 use super::wire::{self, Timestamp};
@@ -35,8 +35,6 @@ use crate::data::tokens::TokenError;
 pub(crate) const MAX_CONSUMERS_PER_STREAM: usize = 20;
 /// ListStreamConsumers returns at most this many per call, whatever MaxResults says.
 const MAX_LIST_RESULTS: i64 = 100;
-/// Optimistic updates give up after this many lost races.
-const UPDATE_ATTEMPTS: usize = 16;
 
 /// A registered consumer, as kept in [`ATTR_CONSUMERS`]. It is not `PartialEq`: whether two
 /// entries are the same consumer is [`StoredConsumer::is`], which tags do not change.
@@ -209,34 +207,24 @@ async fn update_consumers<T>(
     stream_name: &str,
     mut change: impl FnMut(&StreamInfo, &mut Vec<StoredConsumer>) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    let (outcome, _) = update_stream_if_unchanged(call, stream_name, || {
         let info = usable_stream(call, stream_name)?;
         let mut list = registered_or_internal(&info.meta)?;
         let outcome = change(&info, &mut list)?;
         let json = serde_json::to_string(&list)
             .map_err(|e| ApiError::internal(format!("encoding the consumer list: {e}")))?;
-        let result = call
-            .state
-            .store()
-            .update_stream(stream_name, Some(info.meta.version), move |meta| {
-                if list.is_empty() {
-                    meta.attributes.remove(ATTR_CONSUMERS);
-                } else {
-                    meta.attributes.insert(ATTR_CONSUMERS.to_owned(), json);
-                }
-                Ok(())
-            })
-            .await;
-        match result {
-            Ok(_) => return Ok(outcome),
-            Err(StoreError::VersionMismatch { .. }) => continue,
-            Err(e) => return Err(store_error(call, e)),
-        }
-    }
-    Err(ApiError::new(
-        ErrorKind::ResourceInUse,
-        format!("Stream {stream_name} is being changed by other calls; try again."),
-    ))
+        let write = move |meta: &mut StreamMeta| {
+            if list.is_empty() {
+                meta.attributes.remove(ATTR_CONSUMERS);
+            } else {
+                meta.attributes.insert(ATTR_CONSUMERS.to_owned(), json);
+            }
+            Ok(())
+        };
+        Ok((info, outcome, Some(write)))
+    })
+    .await?;
+    Ok(outcome)
 }
 
 /// The `Consumer` shape (also ListStreamConsumers' entries).

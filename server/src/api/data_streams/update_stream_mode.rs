@@ -11,18 +11,15 @@
 //! Asking for the mode the stream already has changes nothing.
 
 use serde::Deserialize;
-use timeshard_storage::{StoreError, StreamStatus};
+use timeshard_storage::{StreamMeta, StreamStatus};
 
 use super::common::{
-    ATTR_STREAM_MODE, Call, Empty, in_range, missing, require_active, store_error, stream,
-    stream_mode, stream_name, validation,
+    ATTR_STREAM_MODE, Call, Empty, in_range, missing, require_active, stream, stream_mode,
+    stream_name, update_stream_if_unchanged, validation,
 };
 use super::wire;
-use crate::api::{ApiError, ErrorKind, HandlerResult};
+use crate::api::{ApiError, HandlerResult};
 use crate::data::lifecycle::{Transition, finish_later};
-
-/// The mode change gives up after losing this many races with other changes of the stream.
-const UPDATE_ATTEMPTS: usize = 16;
 
 #[derive(Debug, Deserialize)]
 struct Request {
@@ -69,46 +66,34 @@ pub(crate) async fn handle(call: &Call<'_>, body: &[u8]) -> HandlerResult {
     }
     let name = stream_name(call, None, Some(&arn))?;
     let delay = call.state.config().stream_status_delay;
-    for _ in 0..UPDATE_ATTEMPTS {
+    // Written at the version read, so the ACTIVE check holds at the write.
+    let ((), written) = update_stream_if_unchanged(call, &name, || {
         let info = stream(call, &name)?;
         require_active(call, &info)?;
-        if stream_mode(&info.meta).stream_mode == mode {
-            return Ok(wire::response(call.enc, &Empty {}));
-        }
-        let new_mode = mode.clone();
-        // The version makes the ACTIVE check above hold at the write: a stream another call
-        // changed in between is read again.
-        let result = call
-            .state
-            .store()
-            .update_stream(&name, Some(info.meta.version), move |meta| {
+        let write = (stream_mode(&info.meta).stream_mode != mode).then(|| {
+            let new_mode = mode.clone();
+            move |meta: &mut StreamMeta| {
                 meta.attributes
                     .insert(ATTR_STREAM_MODE.to_owned(), new_mode);
                 if !delay.is_zero() {
                     meta.status = StreamStatus::Updating;
                 }
                 Ok(())
-            })
-            .await;
-        match result {
-            Ok(meta) => {
-                if !delay.is_zero() {
-                    finish_later(
-                        call.state.store().clone(),
-                        name,
-                        meta.id,
-                        delay,
-                        Transition::Activate,
-                    );
-                }
-                return Ok(wire::response(call.enc, &Empty {}));
             }
-            Err(StoreError::VersionMismatch { .. }) => continue,
-            Err(e) => return Err(store_error(call, e)),
-        }
+        });
+        Ok((info, (), write))
+    })
+    .await?;
+    if let Some(meta) = written
+        && !delay.is_zero()
+    {
+        finish_later(
+            call.state.store().clone(),
+            name,
+            meta.id,
+            delay,
+            Transition::Activate,
+        );
     }
-    Err(ApiError::new(
-        ErrorKind::ResourceInUse,
-        format!("Stream {name} is being changed by other calls; try again."),
-    ))
+    Ok(wire::response(call.enc, &Empty {}))
 }
