@@ -654,6 +654,8 @@ impl Writer {
             // staged against the old ends.
             self.flush(group);
             self.roll(shard, now)?;
+            // The sync stage may have reported a failure that stopped the shard meanwhile.
+            self.shard_writer(shard)?;
         }
         let interval = self.opts.index_interval_bytes;
         let sw = self

@@ -6,9 +6,10 @@
 //! `[{"name":"app","created_ms":1700000000123,"tags":{"team":"a"}}]`, `tags` left out when there
 //! are none), so they are durable, survive restarts and vanish with the stream without any table
 //! of their own. A consumer's tags (TagResource on a consumer ARN, or RegisterStreamConsumer's
-//! `Tags`) live in its entry, so deregistering it drops them in the same write. Changes are optimistic: read the
-//! stream, check the list, write it back with the version it was read at, and retry if another
-//! change got in between, so the limit and duplicate checks hold under concurrent calls.
+//! `Tags`) live in its entry, so deregistering it drops them in the same write. Changes are
+//! optimistic (`common::update_stream_if_unchanged`): read the stream, check the list, write it
+//! back with the version it was read at, and retry if another change got in between, so the
+//! limit and duplicate checks hold under concurrent calls.
 //!
 //! There is nothing to provision, so a consumer is `ACTIVE` as soon as it is registered and gone
 //! as soon as it is deregistered (Kinesis passes through `CREATING` and `DELETING`).
