@@ -1,8 +1,21 @@
-//! timeshard-producer: the producer SDK and the `timeshard-put` command.
+//! timeshard-producer: the client side of timeshard (and of Kinesis Video Streams and Kinesis
+//! Data Streams).
 //!
-//! What this crate will hold (issue "Producer SDK and CLI"): an async library (with a blocking
-//! wrapper) that uploads MKV to PutMedia, keeps every fragment until the server acknowledges it
-//! as PERSISTED, reconnects and resends after failures, repairs non-monotonic camera timestamps,
-//! optionally buffers fragments in a crash-safe local ring buffer, signs with SigV4; a frame API
-//! that writes MKV itself; a batching record producer for data streams; and the `timeshard-put`
-//! CLI. It depends on `timeshard-parser`, never on the server.
+//! - [`auth`]: credentials and region the way the AWS CLI finds them; SigV4 signing.
+//! - [`client`]: the signed JSON-over-HTTP client every call goes through.
+//! - [`video`]: the video producer: MKV or frames in, fragments kept until PERSISTED, PutMedia
+//!   sessions that reconnect and resend, an optional crash-safe on-disk buffer; and the
+//!   control-plane calls it needs.
+//!
+//! Everything is async on tokio; [`video::blocking`] wraps the producer for threaded callers.
+
+pub mod auth;
+pub mod client;
+pub mod consumer;
+pub mod error;
+pub mod records;
+pub mod video;
+
+pub use auth::{AuthOptions, Credentials};
+pub use client::{Endpoint, HttpClient};
+pub use error::Error;

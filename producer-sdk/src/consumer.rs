@@ -1,0 +1,1 @@
+//! The media client for consumers (being written; see issue 5).

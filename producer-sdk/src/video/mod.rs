@@ -1,0 +1,3 @@
+//! The video producer.
+
+pub mod control;
