@@ -55,7 +55,10 @@ impl fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"<redacted>")
-            .field("session_token", &self.session_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "session_token",
+                &self.session_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -65,7 +68,10 @@ impl fmt::Debug for Credentials {
 pub enum CredentialSource {
     Explicit,
     Environment,
-    Profile { file: PathBuf, profile: String },
+    Profile {
+        file: PathBuf,
+        profile: String,
+    },
     /// Nothing found: requests go unsigned.
     None,
 }
@@ -97,7 +103,10 @@ pub fn resolve_with(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, Error> {
     let env_nonempty = |name: &str| env(name).filter(|v| !v.is_empty());
-    let explicit_profile = options.profile.clone().or_else(|| env_nonempty("AWS_PROFILE"));
+    let explicit_profile = options
+        .profile
+        .clone()
+        .or_else(|| env_nonempty("AWS_PROFILE"));
     let profile_name = explicit_profile
         .clone()
         .unwrap_or_else(|| "default".to_owned());
@@ -127,7 +136,11 @@ pub fn resolve_with(
         .or_else(|| env_nonempty("AWS_REGION"))
         .or_else(|| env_nonempty("AWS_DEFAULT_REGION"))
         .or_else(|| from_config.as_ref().and_then(|p| p.get("region").cloned()))
-        .or_else(|| from_credentials.as_ref().and_then(|p| p.get("region").cloned()))
+        .or_else(|| {
+            from_credentials
+                .as_ref()
+                .and_then(|p| p.get("region").cloned())
+        })
         .unwrap_or_else(|| DEFAULT_REGION.to_owned());
 
     if let Some(credentials) = &options.credentials {
@@ -257,10 +270,10 @@ fn parse_profile(text: &str, profile: &str, config_style: bool) -> Option<HashMa
         if !in_section {
             continue;
         }
-        if let Some((key, value)) = line.split_once('=') {
-            if let Some(map) = found.as_mut() {
-                map.insert(key.trim().to_ascii_lowercase(), value.trim().to_owned());
-            }
+        if let Some((key, value)) = line.split_once('=')
+            && let Some(map) = found.as_mut()
+        {
+            map.insert(key.trim().to_ascii_lowercase(), value.trim().to_owned());
         }
     }
     found
@@ -436,8 +449,11 @@ mod tests {
 
     #[test]
     fn nothing_found_means_unsigned() {
-        let r = resolve_with(&AuthOptions::default(), &env_of(&[("HOME", "/nonexistent")]))
-            .expect("resolves");
+        let r = resolve_with(
+            &AuthOptions::default(),
+            &env_of(&[("HOME", "/nonexistent")]),
+        )
+        .expect("resolves");
         assert_eq!(r.source, CredentialSource::None);
         assert!(r.credentials.is_none());
         assert_eq!(r.region, DEFAULT_REGION);

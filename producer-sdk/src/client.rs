@@ -178,7 +178,7 @@ impl HttpClient {
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| Error::connection(format!("{action} response"), e))
+                .map_err(|e| Error::connection(format!("{action} response"), &e))
         };
         tokio::time::timeout(CALL_TIMEOUT, fut)
             .await
@@ -195,11 +195,9 @@ impl HttpClient {
         body: Bytes,
     ) -> Result<http::Response<Incoming>, Error> {
         let request = self.request(api, endpoint, action, body)?;
-        let response = self
-            .inner
-            .request(request)
-            .await
-            .map_err(|e| Error::connection(format!("{action} to {}", endpoint.url), error_chain(&e)))?;
+        let response = self.inner.request(request).await.map_err(|e| {
+            Error::connection(format!("{action} to {}", endpoint.url), &error_chain(&e))
+        })?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -208,7 +206,7 @@ impl HttpClient {
             .headers()
             .get("x-amzn-errortype")
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(':').next().unwrap_or(v).to_owned());
+            .map(str::to_owned);
         let body = tokio::time::timeout(CALL_TIMEOUT, response.into_body().collect())
             .await
             .ok()
@@ -235,6 +233,7 @@ pub(crate) fn service_error(
             .map(str::to_owned)
     };
     let code = header_code
+        .map(|c| c.split(':').next().unwrap_or_default().to_owned())
         .filter(|c| !c.is_empty())
         .or_else(|| field("__type").map(|t| t.rsplit('#').next().unwrap_or(&t).to_owned()))
         .unwrap_or_else(|| format!("HTTP{status}"));

@@ -58,14 +58,14 @@ impl Error {
         }
     }
 
-    pub(crate) fn connection(context: impl Into<String>, message: impl ToString) -> Error {
+    pub(crate) fn connection(context: impl Into<String>, message: &dyn std::fmt::Display) -> Error {
         Error::Connection {
             context: context.into(),
             message: message.to_string(),
         }
     }
 
-    pub(crate) fn protocol(context: impl Into<String>, message: impl ToString) -> Error {
+    pub(crate) fn protocol(context: impl Into<String>, message: &dyn std::fmt::Display) -> Error {
         Error::Protocol {
             context: context.into(),
             message: message.to_string(),

@@ -93,6 +93,7 @@ fn main() -> ExitCode {
             }),
         )
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -189,7 +190,11 @@ impl Progress {
             stats.backlog_fragments,
             stats.backlog_bytes / 1000,
             kbps,
-            if stats.connected { "" } else { " [disconnected]" }
+            if stats.connected {
+                ""
+            } else {
+                " [disconnected]"
+            }
         );
         if self.tty {
             eprint!("\r\x1b[2K{text}");

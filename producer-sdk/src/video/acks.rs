@@ -20,7 +20,8 @@ pub struct Ack {
 
 impl Ack {
     pub fn parse(line: &str) -> Result<Ack, Error> {
-        serde_json::from_str(line).map_err(|e| Error::protocol(format!("PutMedia ack {line:?}"), e))
+        serde_json::from_str(line)
+            .map_err(|e| Error::protocol(format!("PutMedia ack {line:?}"), &e))
     }
 }
 
@@ -84,8 +85,8 @@ mod tests {
         assert_eq!(a.event, "PERSISTED");
         assert_eq!(a.timecode, Some(1_663_277_247_152));
         assert_eq!(a.fragment_number.as_deref(), Some("9134"));
-        let a = Ack::parse(r#"{"EventType":"ERROR","FragmentTimecode":5,"ErrorId":4004}"#)
-            .expect("ok");
+        let a =
+            Ack::parse(r#"{"EventType":"ERROR","FragmentTimecode":5,"ErrorId":4004}"#).expect("ok");
         assert_eq!(a.error_id, Some(4004));
         assert_eq!(classify(4004).1, ErrorAction::DropFragment);
         let a = Ack::parse(r#"{"EventType":"IDLE"}"#).expect("ok");

@@ -572,7 +572,10 @@ mod tests {
         let (disk, recovered, _) = DiskBuffer::open(dir.path()).expect("open");
         assert!(recovered.is_empty());
         let h = header();
-        let chunks = vec![Bytes::from_static(b"cluster-"), Bytes::from_static(b"blocks")];
+        let chunks = vec![
+            Bytes::from_static(b"cluster-"),
+            Bytes::from_static(b"blocks"),
+        ];
         disk.write(7, 1000, &h, &chunks, 5).expect("write");
         disk.write(8, 2000, &h, &chunks, 6).expect("write");
         disk.write(9, 3000, &h, &chunks, 7).expect("write");
@@ -594,7 +597,11 @@ mod tests {
         assert_eq!((r.seq, r.timecode_ms, r.completed_ms), (7, 1000, 5));
         assert_eq!(r.header.bytes, h.bytes);
         assert_eq!(&disk.read(7).expect("read")[..], b"cluster-blocks");
-        assert!(!dir.path().join("fragments/00000000000000000010.tmp").exists());
+        assert!(
+            !dir.path()
+                .join("fragments/00000000000000000010.tmp")
+                .exists()
+        );
     }
 
     #[test]

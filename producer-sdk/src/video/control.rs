@@ -115,7 +115,7 @@ impl VideoControl {
         match result {
             Ok(body) => {
                 let answer: Answer = serde_json::from_slice(&body)
-                    .map_err(|e| Error::protocol("DescribeStream answer", e))?;
+                    .map_err(|e| Error::protocol("DescribeStream answer", &e))?;
                 Ok(Some(answer.stream_info))
             }
             Err(Error::Service { status: 404, .. }) => Ok(None),
@@ -136,9 +136,7 @@ impl VideoControl {
             match self.describe_stream(stream).await? {
                 Some(info) if info.status == "ACTIVE" => return Ok((info, created)),
                 Some(info) if info.status == "DELETING" => {
-                    return Err(Error::Config(format!(
-                        "stream '{stream}' is being deleted"
-                    )));
+                    return Err(Error::Config(format!("stream '{stream}' is being deleted")));
                 }
                 Some(_) => {}
                 None if created => {}
@@ -195,7 +193,7 @@ impl VideoControl {
             )
             .await?;
         let answer: Answer = serde_json::from_slice(&body)
-            .map_err(|e| Error::protocol("GetDataEndpoint answer", e))?;
+            .map_err(|e| Error::protocol("GetDataEndpoint answer", &e))?;
         Endpoint::parse(&answer.data_endpoint)
     }
 }
@@ -250,7 +248,7 @@ pub async fn list_fragments(
             .call(Api::Video, endpoint, "listFragments", &body)
             .await?;
         let answer: Answer = serde_json::from_slice(&answer)
-            .map_err(|e| Error::protocol("ListFragments answer", e))?;
+            .map_err(|e| Error::protocol("ListFragments answer", &e))?;
         out.extend(answer.fragments.into_iter().map(|f| ListedFragment {
             fragment_number: f.fragment_number,
             producer_timestamp_ms: (f.producer_timestamp * 1000.0).round() as i64,

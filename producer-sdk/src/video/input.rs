@@ -78,11 +78,13 @@ impl MkvDemuxer {
                 let input_ms =
                     i64::try_from(units * i128::from(self.timecode_scale_ns) / 1_000_000)
                         .unwrap_or(i64::MAX);
-                let base = *self.base_ms.get_or_insert(if input_ms >= ABSOLUTE_THRESHOLD_MS {
-                    0
-                } else {
-                    now_ms - input_ms
-                });
+                let base = *self
+                    .base_ms
+                    .get_or_insert(if input_ms >= ABSOLUTE_THRESHOLD_MS {
+                        0
+                    } else {
+                        now_ms - input_ms
+                    });
                 Some(Demuxed::Frame(MediaFrame {
                     track: frame.track,
                     timestamp_ms: input_ms.saturating_add(base),
@@ -205,7 +207,12 @@ mod tests {
     #[test]
     fn absolute_input_and_other_scales() {
         let mut d = MkvDemuxer::new();
-        d.event(MkvEvent::ClusterStart { timecode: 1_700_000_000_000 }, 5);
+        d.event(
+            MkvEvent::ClusterStart {
+                timecode: 1_700_000_000_000,
+            },
+            5,
+        );
         assert_eq!(ts(d.event(frame_event(-3, true), 5)), 1_699_999_999_997);
         let mut d = MkvDemuxer::new();
         d.event(

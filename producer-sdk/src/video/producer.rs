@@ -31,6 +31,9 @@ use crate::video::control::{CreateOptions, VideoControl};
 use crate::video::fragmenter::{Fragmenter, MediaFrame, Repair, StreamHeader};
 use crate::video::upload;
 
+/// Receives the producer's [`Event`]s.
+pub type EventCallback = Arc<dyn Fn(&Event) + Send + Sync>;
+
 /// How the producer is set up.
 #[derive(Clone)]
 pub struct ProducerConfig {
@@ -50,7 +53,7 @@ pub struct ProducerConfig {
     /// something to upload. `None`: keep trying as long as the process runs.
     pub give_up_after: Option<Duration>,
     /// Receives every [`Event`]. Called on the producer's threads: keep it quick.
-    pub on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    pub on_event: Option<EventCallback>,
 }
 
 impl std::fmt::Debug for ProducerConfig {
@@ -132,7 +135,7 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     /// Wakes [`VideoProducer::finish`].
     pub(crate) progress: Notify,
-    pub(crate) on_event: Option<Arc<dyn Fn(&Event) + Send + Sync>>,
+    pub(crate) on_event: Option<EventCallback>,
 }
 
 pub(crate) struct State {
@@ -162,9 +165,9 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn emit(&self, events: Vec<Event>) {
+    pub(crate) fn emit(&self, events: &[Event]) {
         if let Some(cb) = &self.on_event {
-            for e in &events {
+            for e in events {
                 cb(e);
             }
         }
@@ -272,13 +275,25 @@ impl VideoProducer {
             resolved.region.clone(),
         ));
         let control = VideoControl::new(client, endpoint);
-        let (info, created) = retry_startup(&config, || {
-            control.ensure_stream(&config.stream, config.create.as_ref())
-        })
-        .await?;
-        if created {
-            tracing::info!(stream = %info.stream_name, "created the stream");
-        }
+        // A stream that cannot be reached yet (the server is down, the network is not up) is
+        // not an error: frames are buffered and the upload keeps trying. Credentials, a missing
+        // stream that may not be created, and other answers that will not change are.
+        let stream_ready = match control
+            .ensure_stream(&config.stream, config.create.as_ref())
+            .await
+        {
+            Ok((info, created)) => {
+                if created {
+                    tracing::info!(stream = %info.stream_name, "created the stream");
+                }
+                true
+            }
+            Err(e) if e.is_retriable() => {
+                tracing::warn!("{e}; buffering until the service can be reached");
+                false
+            }
+            Err(e) => return Err(e),
+        };
 
         let mut backlog = Backlog::new(config.buffer.clone(), 0);
         let mut disk_buffer = None;
@@ -328,7 +343,12 @@ impl VideoProducer {
             }
             None => None,
         };
-        let upload = tokio::spawn(upload::run(shared.clone(), control, config.clone()));
+        let upload = tokio::spawn(upload::run(
+            shared.clone(),
+            control,
+            config.clone(),
+            stream_ready,
+        ));
         Ok(VideoProducer {
             shared,
             upload,
@@ -408,7 +428,7 @@ impl VideoProducer {
             }
             st.refresh_backlog_stats();
         }
-        self.shared.emit(events);
+        self.shared.emit(&events);
         self.shared.changed.notify_one();
         Ok(())
     }
@@ -489,28 +509,6 @@ impl Drop for VideoProducer {
     }
 }
 
-/// Retries the start-up calls on retriable errors (the server may still be starting) for up to
-/// `give_up_after` (30 s when unset); credentials and validation errors fail at once.
-async fn retry_startup<T, F, Fut>(config: &ProducerConfig, mut call: F) -> Result<T, Error>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, Error>>,
-{
-    let limit = config.give_up_after.unwrap_or(Duration::from_secs(30));
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut backoff = upload::Backoff::new(config.max_backoff);
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!("{e}; retrying");
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// The disk thread: writes completed fragments durably, deletes finished ones, in order.
 fn disk_thread(shared: &Shared, disk: &DiskBuffer, rx: &std_mpsc::Receiver<DiskCommand>) {
     while let Ok(cmd) = rx.recv() {
@@ -530,7 +528,7 @@ fn disk_thread(shared: &Shared, disk: &DiskBuffer, rx: &std_mpsc::Receiver<DiskC
                     Ok(()) => disk.delete(seq),
                     Err(e) => {
                         drop(st);
-                        shared.emit(vec![Event::Error {
+                        shared.emit(&[Event::Error {
                             message: format!(
                                 "{e}; the fragment stays in memory only and is lost if the producer stops before it is persisted"
                             ),

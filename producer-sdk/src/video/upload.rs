@@ -77,7 +77,12 @@ enum SessionEnd {
 }
 
 /// Runs sessions until the producer is finished or a fatal error.
-pub(crate) async fn run(shared: Arc<Shared>, control: VideoControl, config: ProducerConfig) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    control: VideoControl,
+    config: ProducerConfig,
+    mut stream_ready: bool,
+) {
     let mut backoff = Backoff::new(config.max_backoff);
     let mut endpoint = None;
     let mut last_progress = Instant::now();
@@ -100,7 +105,22 @@ pub(crate) async fn run(shared: Arc<Shared>, control: VideoControl, config: Prod
             last_progress = Instant::now();
             changed.await;
         }
+        let mut not_ready = None;
+        if !stream_ready {
+            match control
+                .ensure_stream(&config.stream, config.create.as_ref())
+                .await
+            {
+                Ok(_) => stream_ready = true,
+                Err(e) if e.is_retriable() => not_ready = Some(e.to_string()),
+                Err(e) => {
+                    fail(&shared, &e.to_string());
+                    return;
+                }
+            }
+        }
         let end = match &endpoint {
+            _ if !stream_ready => SessionEnd::Retry(not_ready.take().unwrap_or_default()),
             Some(e) => session(&shared, &control, e, &config).await,
             None => match control
                 .data_endpoint(&config.stream, MediaApi::PutMedia)
@@ -139,7 +159,9 @@ pub(crate) async fn run(shared: Arc<Shared>, control: VideoControl, config: Prod
                 {
                     fail(
                         &shared,
-                        &format!("nothing persisted for {limit:?}; giving up. Last error: {reason}"),
+                        &format!(
+                            "nothing persisted for {limit:?}; giving up. Last error: {reason}"
+                        ),
                     );
                     return;
                 }
@@ -149,7 +171,7 @@ pub(crate) async fn run(shared: Arc<Shared>, control: VideoControl, config: Prod
                     let st = shared.lock();
                     (st.backlog.len(), st.backlog.total_bytes())
                 };
-                shared.emit(vec![
+                shared.emit(&[
                     Event::Error {
                         message: reason,
                         will_retry: true,
@@ -164,7 +186,7 @@ pub(crate) async fn run(shared: Arc<Shared>, control: VideoControl, config: Prod
 
 fn fail(shared: &Shared, message: &str) {
     shared.lock().fatal = Some(message.to_owned());
-    shared.emit(vec![Event::Error {
+    shared.emit(&[Event::Error {
         message: message.to_owned(),
         will_retry: false,
     }]);
@@ -250,17 +272,16 @@ async fn session(
 
     // The server answers before reading the body, so the head arrives even while nothing is
     // sent; a first chunk is not needed.
-    let response = match tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(request))
-        .await
-    {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return SessionEnd::Retry(format!("PutMedia: {}", error_chain(&e))),
-        Err(_) => {
-            return SessionEnd::Retry(format!(
-                "PutMedia: no response within {RESPONSE_HEAD_TIMEOUT:?}"
-            ));
-        }
-    };
+    let response =
+        match tokio::time::timeout(RESPONSE_HEAD_TIMEOUT, sender.send_request(request)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return SessionEnd::Retry(format!("PutMedia: {}", error_chain(&e))),
+            Err(_) => {
+                return SessionEnd::Retry(format!(
+                    "PutMedia: no response within {RESPONSE_HEAD_TIMEOUT:?}"
+                ));
+            }
+        };
     if !response.status().is_success() {
         let status = response.status().as_u16();
         let code = response
@@ -288,7 +309,7 @@ async fn session(
         st.stats.connected = true;
         st.backlog.entries().filter(|e| e.complete).count()
     };
-    shared.emit(vec![Event::Connected {
+    shared.emit(&[Event::Connected {
         endpoint: endpoint.url.clone(),
         resending,
     }]);
@@ -456,7 +477,7 @@ async fn send_backlog(
                             first_timecode_ms: e.timecode_ms,
                             last_timecode_ms: e.timecode_ms,
                         });
-                        shared.emit(vec![Event::Dropping {
+                        shared.emit(&[Event::Dropping {
                             dropped,
                             reason: e.to_string(),
                         }]);
@@ -473,7 +494,9 @@ async fn send_backlog(
                     let changed = shared.changed.notified();
                     let all_acked = {
                         let st = shared.lock();
-                        awaiting.iter().all(|(seq, _)| st.backlog.get(*seq).is_none())
+                        awaiting
+                            .iter()
+                            .all(|(seq, _)| st.backlog.get(*seq).is_none())
                     };
                     if all_acked {
                         let st = shared.lock();
@@ -635,7 +658,7 @@ fn apply_ack(shared: &Shared, line: &str) -> Option<AckState> {
             _ => {}
         }
     }
-    shared.emit(events);
+    shared.emit(&events);
     shared.changed.notify_one();
     shared.progress.notify_waiters();
     end
