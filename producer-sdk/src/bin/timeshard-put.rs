@@ -238,7 +238,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let producer = VideoProducer::start(config)
         .await
         .map_err(|e| anyhow!("starting the upload: {}", explain(&e)))?;
-    if producer.stats().recovered_fragments > 0 {
+    if producer.stats().recovered_fragments > 0 && !args.quiet {
         progress.line(&format!(
             "{} fragment(s) from an earlier run are in the buffer; uploading them first",
             producer.stats().recovered_fragments

@@ -21,8 +21,9 @@
 //!   moved to 1 ms after it.
 //!
 //! Each repair is reported ([`Repair`]), never silent. Frames of a track the header does not
-//! declare are refused, and frames before the first key frame of the cut track are dropped (and
-//! counted): a fragment must start with one.
+//! declare are refused. Frames before the first key frame of the cut track are dropped (and
+//! counted): a fragment must start with one. So are frames more than 32.7 s after their
+//! fragment's key frame (the reach of a SimpleBlock's `i16` timecode), until the next key frame.
 
 use std::sync::Arc;
 
@@ -140,8 +141,9 @@ pub struct Pushed {
     /// SimpleBlock), `None` when the frame was dropped.
     pub chunk: Option<Bytes>,
     pub repair: Option<Repair>,
-    /// The frame was dropped because no fragment has started yet (no key frame so far).
-    pub dropped_before_key: bool,
+    /// The frame was dropped because no fragment is open: no key frame so far, or the key frame
+    /// of the current fragment is more than 32.7 s back (an MKV block's reach).
+    pub dropped_waiting_for_key: bool,
 }
 
 /// Turns frames into clusters, one per key frame of the cut track.
@@ -218,12 +220,16 @@ impl Fragmenter {
             self.offset_ms += last + 1 - ts;
             ts = last + 1;
         }
-        // A frame too far from its cluster for an i16 relative timecode starts a new cluster
-        // (it cannot start a fragment of its own unless it is a key frame: the server appends
-        // such a cluster to the current fragment).
-        let too_far = self
-            .cluster_ms
-            .is_some_and(|c| ts - c > MAX_RELATIVE_MS || ts - c < -MAX_RELATIVE_MS - 1);
+        // A frame too far from its cluster for an i16 relative timecode cannot be written in it,
+        // and a cluster must start with a key frame (the server refuses one that does not), so
+        // the fragment ends there and frames wait for the next key frame.
+        if !starts_fragment
+            && self
+                .cluster_ms
+                .is_some_and(|c| ts - c > MAX_RELATIVE_MS || ts - c < -MAX_RELATIVE_MS - 1)
+        {
+            self.cluster_ms = None;
+        }
         if ts != given {
             out.repair = Some(Repair {
                 track: frame.track,
@@ -232,11 +238,11 @@ impl Fragmenter {
             });
         }
         if !starts_fragment && self.cluster_ms.is_none() {
-            out.dropped_before_key = true;
+            out.dropped_waiting_for_key = true;
             return Ok(out);
         }
         let mut chunk = BytesMut::with_capacity(frame.data.len() + 32);
-        if starts_fragment || too_far {
+        if starts_fragment {
             // A cluster may not start before the previous one either.
             let cluster = match self.last_cluster_ms {
                 Some(last) if ts <= last => last + 1,
@@ -252,9 +258,7 @@ impl Fragmenter {
             chunk.put_slice(&head);
             self.cluster_ms = Some(cluster);
             self.last_cluster_ms = Some(cluster);
-            if starts_fragment {
-                out.started = Some(cluster);
-            }
+            out.started = Some(cluster);
         }
         let cluster = self.cluster_ms.unwrap_or(ts);
         let relative = i16::try_from(ts - cluster).unwrap_or(i16::MIN);
@@ -385,7 +389,7 @@ mod tests {
         let header = Arc::new(StreamHeader::new(vec![video_track()]).expect("header"));
         let mut f = Fragmenter::new(header);
         let p = f.push(&frame(0, false)).expect("push");
-        assert!(p.dropped_before_key && p.chunk.is_none());
+        assert!(p.dropped_waiting_for_key && p.chunk.is_none());
         let p = f.push(&frame(40, true)).expect("push");
         assert_eq!(p.started, Some(40));
     }
@@ -427,14 +431,19 @@ mod tests {
     }
 
     #[test]
-    fn long_gops_get_extra_clusters_within_i16() {
-        let frames = vec![frame(0, true), frame(40_000, false), frame(80_000, false)];
+    fn frames_beyond_a_blocks_reach_wait_for_the_next_key_frame() {
+        let frames = vec![
+            frame(0, true),
+            frame(32_000, false),
+            frame(40_000, false),
+            frame(40_040, false),
+            frame(40_080, true),
+        ];
         let (doc, _, starts) = run(&frames);
-        assert_eq!(starts, vec![0]);
-        let cs = clusters(&doc);
+        assert_eq!(starts, vec![0, 40_080]);
         assert_eq!(
-            cs.iter().map(|c| c.0).collect::<Vec<_>>(),
-            vec![0, 40_000, 80_000]
+            clusters(&doc),
+            vec![(0, vec![0, 32_000]), (40_080, vec![40_080])]
         );
     }
 

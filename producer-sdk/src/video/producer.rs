@@ -118,7 +118,9 @@ pub struct Stats {
     pub fragments_persisted: u64,
     pub fragments_dropped: u64,
     pub bytes_sent: u64,
-    pub frames_dropped_before_key_frame: u64,
+    /// Frames with no fragment to go in: before the first key frame, or more than 32.7 s
+    /// after their fragment's key frame.
+    pub frames_dropped_waiting_for_key_frame: u64,
     pub frames_repaired: u64,
     pub backlog_fragments: u64,
     pub backlog_bytes: u64,
@@ -405,8 +407,8 @@ impl VideoProducer {
                 st.stats.frames_repaired += 1;
                 events.push(Event::TimestampRepaired(repair));
             }
-            if pushed.dropped_before_key {
-                st.stats.frames_dropped_before_key_frame += 1;
+            if pushed.dropped_waiting_for_key {
+                st.stats.frames_dropped_waiting_for_key_frame += 1;
             }
             let now = now_ms();
             if let Some(chunk) = pushed.chunk {
