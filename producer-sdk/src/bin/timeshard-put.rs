@@ -158,8 +158,10 @@ impl Progress {
             }
             Event::TimestampRepaired(r) if !self.quiet => {
                 self.line(&format!(
-                    "track {}: timestamp {} went back; written as {}",
-                    r.track, r.given_ms, r.written_ms
+                    "track {}: time went back at {} ms; it and later frames are shifted by {} ms",
+                    r.track,
+                    r.given_ms,
+                    r.written_ms - r.given_ms
                 ));
             }
             _ => {}

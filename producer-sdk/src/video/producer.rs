@@ -103,7 +103,8 @@ pub enum Event {
     /// Fragments were dropped without being persisted: by the buffer's bounds, or refused by the
     /// server.
     Dropping { dropped: Dropped, reason: String },
-    /// A frame's timestamp was changed to keep time moving forward.
+    /// Time went back at this frame; from here on timestamps are shifted to keep it moving
+    /// forward.
     TimestampRepaired(Repair),
     /// Something failed. With `will_retry` the producer carries on by itself.
     Error { message: String, will_retry: bool },
@@ -121,7 +122,8 @@ pub struct Stats {
     /// Frames with no fragment to go in: before the first key frame, or more than 32.7 s
     /// after their fragment's key frame.
     pub frames_dropped_waiting_for_key_frame: u64,
-    pub frames_repaired: u64,
+    /// Times the timestamp offset changed ([`Event::TimestampRepaired`]).
+    pub timestamp_repairs: u64,
     pub backlog_fragments: u64,
     pub backlog_bytes: u64,
     pub connections: u64,
@@ -404,7 +406,7 @@ impl VideoProducer {
             let pushed = fragmenter.push(frame)?;
             let header = fragmenter.header().clone();
             if let Some(repair) = pushed.repair {
-                st.stats.frames_repaired += 1;
+                st.stats.timestamp_repairs += 1;
                 events.push(Event::TimestampRepaired(repair));
             }
             if pushed.dropped_waiting_for_key {
