@@ -48,7 +48,8 @@ use timeshard_parser::{Fragment, FragmentReader, MkvError};
 use crate::auth::{AuthOptions, Signer};
 use crate::client::{Api, CALL_TIMEOUT, Endpoint, HttpClient};
 use crate::error::Error;
-use crate::video::control::{self, ListedFragment, MediaApi, TimestampType, VideoControl};
+use crate::video::control::{self, MediaApi, VideoControl};
+pub use crate::video::control::{ListedFragment, TimestampType};
 
 /// The most fragment numbers GetMediaForFragmentList takes in one call.
 pub const MAX_FRAGMENT_LIST: usize = 1000;

@@ -18,4 +18,5 @@ pub mod video;
 
 pub use auth::{AuthOptions, Credentials};
 pub use client::{Endpoint, HttpClient};
+pub use consumer::{LiveFragments, MediaClient, MediaOptions, RangeFragments, StartSelector};
 pub use error::Error;
