@@ -635,7 +635,10 @@ impl RangeFragments {
                         self.docs = Documents::new();
                         self.batch_end = end;
                     }
-                    Err(e) if retriable(&e) => {
+                    Err(e)
+                        if retriable(&e)
+                            && self.failures + 1 < self.client.options.range_attempts =>
+                    {
                         self.failures += 1;
                         self.batch_end = 0;
                         tracing::warn!(stream = %self.client.stream, error = %e, "GetMediaForFragmentList failed; retrying");
