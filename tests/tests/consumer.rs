@@ -264,12 +264,22 @@ async fn live_follows_an_upload_in_progress() {
     server.shutdown().await;
 }
 
+/// What the proxy does to a connection once it has passed its byte budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Close it.
+    Close,
+    /// Pass nothing more but keep it open, like a peer that vanished without a word.
+    Stall,
+}
+
 /// A TCP proxy that cuts each connection once it has passed `cut_after` bytes from the server to
 /// the client. Counts the connections it cut.
 async fn cutting_proxy(
     listener: TcpListener,
     target: SocketAddr,
     cut_after: usize,
+    cut: Cut,
 ) -> Arc<AtomicU64> {
     let cuts = Arc::new(AtomicU64::new(0));
     let counter = cuts.clone();
@@ -301,6 +311,14 @@ async fn cutting_proxy(
                     sent += n;
                     if sent >= cut_after {
                         cuts.fetch_add(1, Ordering::SeqCst);
+                        if cut == Cut::Stall {
+                            // The server's side is closed (so its shutdown never waits on this
+                            // connection); the client's stays open and silent for good.
+                            upstream.abort();
+                            drop(server_read);
+                            let _keep_open = client_write;
+                            std::future::pending::<()>().await;
+                        }
                         break;
                     }
                 }
@@ -319,7 +337,7 @@ async fn live_resumes_across_broken_connections_without_skipping_or_repeating() 
         TestServer::start_with(|c| c.public_url = Some(format!("http://{proxy_addr}"))).await;
     // A fragment of the sample is about 10 KB: every GetMedia response breaks within the
     // second fragment it sends, most within the first.
-    let cuts = cutting_proxy(listener, server.addr(), 13_000).await;
+    let cuts = cutting_proxy(listener, server.addr(), 13_000, Cut::Close).await;
     let stream = "flaky-cam";
     create_stream(&server, stream).await;
     let client = media_client(&server, stream);
@@ -398,6 +416,40 @@ async fn live_reports_a_missing_stream_and_ends() {
             .range(TimestampType::Server, 0, now_ms())
             .await
             .is_err()
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn live_reopens_a_connection_that_goes_silent() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = listener.local_addr().unwrap();
+    let server =
+        TestServer::start_with(|c| c.public_url = Some(format!("http://{proxy_addr}"))).await;
+    let cuts = cutting_proxy(listener, server.addr(), 13_000, Cut::Stall).await;
+    let stream = "silent-cam";
+    create_stream(&server, stream).await;
+    let start_ms = (now_ms() / 1000 - 60) * 1000;
+    upload(&server, stream, start_ms, None).await;
+    let client = media_client(&server, stream).with_options(MediaOptions {
+        min_backoff: Duration::from_millis(20),
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..MediaOptions::default()
+    });
+    let mut live = client.live(StartSelector::Earliest);
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let next = tokio::time::timeout(NEXT_TIMEOUT, live.next())
+            .await
+            .expect("live read stalled");
+        got.push(next.expect("live read ended").unwrap());
+    }
+    check_fragments(&got, &sample_clusters(&sample_bytes()), start_ms);
+    assert!(
+        live.connections() >= 3,
+        "{} connections, {} stalled",
+        live.connections(),
+        cuts.load(Ordering::SeqCst)
     );
     server.shutdown().await;
 }
