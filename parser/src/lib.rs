@@ -12,14 +12,24 @@
 //!   millis behind now, continuation token, errors), the producer's own tags, tracks and frames;
 //!   and [`read_fragments`] over any `std::io::Read`.
 //!
-//! What comes later (issue "Producer SDK and parser"): H.264/H.265 helpers (AVCC <-> Annex B,
-//! SPS dimensions), fMP4/MP4 packaging, and behind a `decode` feature, H.264 frames decoded to
-//! RGB.
+//! - [`h26x`]: H.264/H.265 helpers: AVCC <-> Annex B, the avcC/hvcC records, SPS dimensions,
+//!   profile, chroma format and bit depth.
+//! - [`decode`] (feature `decode`): H.264 frames of fragments decoded to RGB with absolute
+//!   timestamps (every frame, every Nth, or key frames only), and JPEG encoding.
+//! - [`async_read`] (feature `tokio`): fragments from a tokio `AsyncRead`.
 //!
-//! Rules (DESIGN.md): no tokio, no HTTP, no I/O in the parsers themselves; `read_fragments` is a
-//! thin blocking loop over the sans-I/O reader.
+//! Still to come: fMP4/MP4 packaging (GetClip, HLS, DASH).
+//!
+//! Rules (DESIGN.md): no tokio, no HTTP, no I/O in the parsers themselves; `read_fragments` and
+//! the `tokio` feature's reader are thin loops feeding the sans-I/O reader. The default build has
+//! no tokio at all.
 
+#[cfg(feature = "tokio")]
+pub mod async_read;
+#[cfg(feature = "decode")]
+pub mod decode;
 pub mod fragment;
+pub mod h26x;
 pub mod mkv;
 
 pub use fragment::{Fragment, FragmentReader, read_fragments};

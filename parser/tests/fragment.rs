@@ -426,3 +426,25 @@ fn timestamps_written_by_format_read_back() {
     let f = all_fragments(&body).expect("valid");
     assert_eq!(f[0].server_timestamp_ms, Some(ms));
 }
+
+/// Every AWS capture, fed one byte at a time, gives the same fragments as in one push.
+#[test]
+fn aws_captures_one_byte_at_a_time() {
+    for name in AWS_FIXTURES {
+        let input = aws_fixture(name);
+        let whole = all_fragments(&input).expect("valid");
+        let mut reader = FragmentReader::new();
+        let mut bytewise = Vec::new();
+        for b in &input {
+            reader.push(std::slice::from_ref(b));
+            while let Some(f) = reader.next_fragment().expect("valid") {
+                bytewise.push(f);
+            }
+        }
+        while let Some(f) = reader.finish().expect("valid") {
+            bytewise.push(f);
+        }
+        assert!(!whole.is_empty(), "{name}");
+        assert_eq!(bytewise, whole, "{name}");
+    }
+}
