@@ -483,3 +483,50 @@ async fn aws_limits_mode_enforces_per_shard_quotas() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_throttled_shard_fails_the_rest_of_its_entries_in_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = std::sync::Arc::new(timeshard_storage::clock::ManualClock::new(
+        1_800_000_000_000,
+    ));
+    let config = timeshard_server::Config {
+        data_dir: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sync: timeshard_storage::options::SyncPolicy::Never,
+        limits: timeshard_server::config::LimitsMode::Aws,
+        ..Default::default()
+    };
+    let server = timeshard_server::start_with_clock(config, clock.clone())
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    json_call(
+        addr,
+        "CreateStream",
+        serde_json::json!({"StreamName": "s", "ShardCount": 1}),
+    )
+    .await;
+    use base64::Engine as _;
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 600 * 1024]);
+    // 1 MiB a second per shard: the second big record is over, and the small one after it,
+    // which would fit, fails with it so the shard's records stay in order.
+    let batch = serde_json::json!({
+        "StreamName": "s",
+        "Records": [
+            {"Data": big, "PartitionKey": "k"},
+            {"Data": big, "PartitionKey": "k"},
+            {"Data": "AQ==", "PartitionKey": "k"},
+        ],
+    });
+    let answer = json(&json_call(addr, "PutRecords", batch).await);
+    assert_eq!(answer["FailedRecordCount"], 2, "{answer}");
+    assert!(answer["Records"][0]["SequenceNumber"].is_string());
+    for i in [1, 2] {
+        assert_eq!(
+            answer["Records"][i]["ErrorCode"],
+            "ProvisionedThroughputExceededException"
+        );
+    }
+    server.shutdown().await;
+}

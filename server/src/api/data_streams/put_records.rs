@@ -233,13 +233,20 @@ pub(crate) async fn handle_batch(call: &Call<'_>, body: &[u8]) -> HandlerResult 
         )));
     }
     // One append per shard, all in flight together; records keep their order within a shard.
-    // Entries over their shard's quota (`--limits aws`) fail alone, as in Kinesis.
+    // Entries over their shard's quota (`--limits aws`) fail, as in Kinesis. Once one entry of a
+    // shard fails, every later entry of that shard in the request fails too: a smaller record
+    // after a throttled one would otherwise be stored ahead of it, and producers that retry the
+    // failed entries could not keep their records in order.
     let count = routed.len();
     let mut results: Vec<ResultEntry> = (0..count).map(|_| ResultEntry::default()).collect();
     let mut failed = 0;
     let mut by_shard: Vec<(ShardUid, u32, Vec<usize>, Vec<NewRecord>)> = Vec::new();
+    let mut throttled: Vec<ShardUid> = Vec::new();
     for (i, r) in routed.into_iter().enumerate() {
-        if !within_quota(call, &r) {
+        if throttled.contains(&r.shard) || !within_quota(call, &r) {
+            if !throttled.contains(&r.shard) {
+                throttled.push(r.shard);
+            }
             failed += 1;
             results[i].error_code = Some("ProvisionedThroughputExceededException".into());
             results[i].error_message = Some(rate_exceeded(call, &info, r.shard_index));
