@@ -50,6 +50,8 @@ use crate::client::{Api, CALL_TIMEOUT, Endpoint, HttpClient};
 use crate::error::Error;
 use crate::video::control::{self, MediaApi, VideoControl};
 pub use crate::video::control::{ListedFragment, TimestampType};
+#[cfg(feature = "decode")]
+pub use timeshard_parser::decode::{DecodedFrame, Selection};
 
 /// The most fragment numbers GetMediaForFragmentList takes in one call.
 pub const MAX_FRAGMENT_LIST: usize = 1000;
@@ -269,6 +271,19 @@ impl MediaClient {
             failures: 0,
             done: false,
         })
+    }
+
+    /// The frames of `source`, decoded to RGB, as `selection` picks them, each with its
+    /// absolute server timestamp, producer timestamp and fragment number.
+    ///
+    /// Decoding runs on a dedicated thread; a task on the current tokio runtime (this must be
+    /// called inside one) fetches the fragments. Both stop when the [`DecodedFrames`] is
+    /// dropped. For a [`FrameSource::Range`], only frames whose timestamp on the range's clock
+    /// lies in the range are handed out, and [`Selection::EveryNth`] counts from the first of
+    /// them; for [`FrameSource::Live`] it counts from the first frame decoded.
+    #[cfg(feature = "decode")]
+    pub fn frames(&self, source: FrameSource, selection: Selection) -> DecodedFrames {
+        decoding::start(self.clone(), source, selection)
     }
 
     /// Opens GetMedia at `start`; the body is left to read.
@@ -1005,6 +1020,224 @@ fn simple_tags(payload: &[u8]) -> Vec<(String, Option<String>)> {
         }
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoded frames
+// ---------------------------------------------------------------------------------------------
+
+/// Where [`MediaClient::frames`] takes its fragments from.
+#[cfg(feature = "decode")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameSource {
+    /// [`MediaClient::live`] from this selector.
+    Live(StartSelector),
+    /// [`MediaClient::range`], and only the frames in `[start_ms, end_ms]` on `clock`.
+    Range {
+        clock: TimestampType,
+        start_ms: i64,
+        end_ms: i64,
+    },
+}
+
+/// Decoded frames, from [`MediaClient::frames`].
+#[cfg(feature = "decode")]
+#[derive(Debug)]
+pub struct DecodedFrames {
+    frames: tokio::sync::mpsc::Receiver<Result<DecodedFrame, Error>>,
+    fetch: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(feature = "decode")]
+impl DecodedFrames {
+    /// The next frame, `None` at the end of a range (or after an error that ended the source).
+    /// `Some(Err)` is either a fragment that could not be decoded (its frames are skipped and
+    /// the next fragment follows) or an error that ended the source, after which this returns
+    /// `None`.
+    pub async fn next(&mut self) -> Option<Result<DecodedFrame, Error>> {
+        self.frames.recv().await
+    }
+}
+
+#[cfg(feature = "decode")]
+impl Drop for DecodedFrames {
+    fn drop(&mut self) {
+        // The decoder thread ends on its own once its output is gone; the fetch may be waiting
+        // on a silent live stream.
+        self.fetch.abort();
+    }
+}
+
+#[cfg(feature = "decode")]
+mod decoding {
+    use timeshard_parser::decode::FrameDecoder;
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// Fragments fetched ahead of the decoder: enough to keep it busy while the next one
+    /// downloads.
+    const FRAGMENT_QUEUE: usize = 2;
+    /// Decoded frames waiting for the caller. An RGB frame is large (6 MB at 1080p), so few.
+    const FRAME_QUEUE: usize = 8;
+
+    pub(super) fn start(
+        client: MediaClient,
+        source: FrameSource,
+        selection: Selection,
+    ) -> DecodedFrames {
+        let (fragment_tx, fragment_rx) = mpsc::channel(FRAGMENT_QUEUE);
+        let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
+        let (filter, decoder_selection) = Filter::new(&source, selection);
+        let fetch = tokio::spawn(fetch(client, source, fragment_tx));
+        let spawned = std::thread::Builder::new()
+            .name("timeshard-decode".to_owned())
+            .spawn({
+                let frame_tx = frame_tx.clone();
+                move || decode(fragment_rx, &frame_tx, decoder_selection, filter)
+            });
+        if let Err(e) = spawned {
+            let _ = frame_tx.try_send(Err(Error::io("starting the decoder thread", e)));
+        }
+        DecodedFrames {
+            frames: frame_rx,
+            fetch,
+        }
+    }
+
+    /// Fetches the source's fragments into the decoder's queue; an error goes the same way, so
+    /// that it arrives after the frames before it.
+    async fn fetch(
+        client: MediaClient,
+        source: FrameSource,
+        out: mpsc::Sender<Result<Fragment, Error>>,
+    ) {
+        match source {
+            FrameSource::Live(start) => {
+                let mut live = client.live(start);
+                while let Some(item) = live.next().await {
+                    if out.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            FrameSource::Range {
+                clock,
+                start_ms,
+                end_ms,
+            } => {
+                let mut range = match client.range(clock, start_ms, end_ms).await {
+                    Ok(range) => range,
+                    Err(e) => {
+                        let _ = out.send(Err(e)).await;
+                        return;
+                    }
+                };
+                while let Some(item) = range.next().await {
+                    if out.send(item).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The decoder thread: fragments in, frames out, until either side is gone.
+    fn decode(
+        mut fragments: mpsc::Receiver<Result<Fragment, Error>>,
+        frames: &mpsc::Sender<Result<DecodedFrame, Error>>,
+        selection: Selection,
+        mut filter: Filter,
+    ) {
+        let mut decoder = FrameDecoder::new(selection);
+        while let Some(item) = fragments.blocking_recv() {
+            let fragment = match item {
+                Ok(fragment) => fragment,
+                Err(e) => {
+                    let _ = frames.blocking_send(Err(e));
+                    return;
+                }
+            };
+            match decoder.decode_fragment(&fragment) {
+                Ok(decoded) => {
+                    for frame in decoded {
+                        if filter.keep(&frame) && frames.blocking_send(Ok(frame)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let error = Error::Protocol {
+                        context: format!(
+                            "decoding fragment {}",
+                            fragment
+                                .fragment_number
+                                .as_deref()
+                                .unwrap_or("(unnumbered)")
+                        ),
+                        message: e.to_string(),
+                    };
+                    if frames.blocking_send(Err(error)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a range keeps of the decoded frames: those in the range, and of them every Nth.
+    #[derive(Debug)]
+    pub(super) struct Filter {
+        range: Option<(TimestampType, i64, i64)>,
+        /// Every Nth frame in the range, counted here rather than by the decoder, which
+        /// would count the frames before the range too.
+        every: Option<u32>,
+        seen: u64,
+    }
+
+    impl Filter {
+        /// The filter, and the selection the decoder is asked for.
+        fn new(source: &FrameSource, selection: Selection) -> (Filter, Selection) {
+            let range = match source {
+                FrameSource::Live(_) => None,
+                FrameSource::Range {
+                    clock,
+                    start_ms,
+                    end_ms,
+                } => Some((*clock, *start_ms, *end_ms)),
+            };
+            let (every, decoder_selection) = match (range, selection) {
+                // Every frame must be decoded anyway (P-frames need their references); only
+                // which ones are converted to RGB differs.
+                (Some(_), Selection::EveryNth(n)) => (Some(n.max(1)), Selection::All),
+                (_, selection) => (None, selection),
+            };
+            let filter = Filter {
+                range,
+                every,
+                seen: 0,
+            };
+            (filter, decoder_selection)
+        }
+
+        pub(super) fn keep(&mut self, frame: &DecodedFrame) -> bool {
+            if let Some((clock, start_ms, end_ms)) = self.range {
+                let at = match clock {
+                    TimestampType::Server => Some(frame.timestamp_ms),
+                    TimestampType::Producer => frame.producer_timestamp_ms,
+                };
+                if at.is_some_and(|at| at < start_ms || at > end_ms) {
+                    return false;
+                }
+            }
+            let Some(n) = self.every else {
+                return true;
+            };
+            let keep = self.seen.is_multiple_of(u64::from(n));
+            self.seen += 1;
+            keep
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,5 +18,7 @@ pub mod video;
 
 pub use auth::{AuthOptions, Credentials};
 pub use client::{Endpoint, HttpClient};
+#[cfg(feature = "decode")]
+pub use consumer::{DecodedFrames, FrameSource};
 pub use consumer::{LiveFragments, MediaClient, MediaOptions, RangeFragments, StartSelector};
 pub use error::Error;
