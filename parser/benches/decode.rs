@@ -16,7 +16,14 @@ fn clip(size: &str, seconds: u32) -> Option<Vec<u8>> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={size}:rate=25"))
-        .args(["-t", &seconds.to_string(), "-pix_fmt", "yuv420p", "-c:v", "libx264"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+        ])
         .args(["-g", "25", "-f", "matroska", "-"])
         .output()
         .ok()?;
