@@ -611,3 +611,66 @@ fn the_blocking_producer_uploads_audio_and_video() {
     assert_eq!(assert_once_each(&listed).len(), key_frames);
     runtime.block_on(server.shutdown());
 }
+
+/// The frame API fed the way an encoder hands frames out: Annex B access units.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn annex_b_frames_from_an_encoder_are_uploaded() {
+    if !have_ffmpeg() {
+        return;
+    }
+    use timeshard_producer::video::tracks::{h264_frame, h264_track};
+    // 50 frames, a key frame every 25, an access unit delimiter (NAL type 9) before each frame.
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=320x240:rate=25")
+        .args(["-frames:v", "50", "-pix_fmt", "yuv420p", "-c:v", "libx264"])
+        .args([
+            "-g",
+            "25",
+            "-bf",
+            "0",
+            "-x264-params",
+            "aud=1",
+            "-f",
+            "h264",
+            "-",
+        ])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success());
+    let stream = out.stdout;
+    let mut starts: Vec<usize> = (0..stream.len().saturating_sub(4))
+        .filter(|&i| stream[i..i + 4] == [0, 0, 0, 1] && stream[i + 4] & 0x1f == 9)
+        .collect();
+    starts.push(stream.len());
+    let units: Vec<&[u8]> = starts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+    assert_eq!(units.len(), 50);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = in_process_server(&dir.path().join("data"), None).await;
+    let endpoint = format!("http://{}", server.local_addr());
+    let producer = VideoProducer::start(ProducerConfig::new(&endpoint, "annexb"))
+        .await
+        .expect("start");
+    producer
+        .set_tracks(vec![
+            h264_track(1, units[0]).expect("a track from the key frame"),
+        ])
+        .expect("tracks");
+    let start = 1_700_000_000_000;
+    for (i, unit) in units.iter().enumerate() {
+        let frame = h264_frame(1, start + i as i64 * 40, unit);
+        assert_eq!(frame.key, i % 25 == 0, "frame {i}");
+        producer.put_frame(&frame).expect("frame");
+    }
+    let summary = producer
+        .finish(Some(Duration::from_secs(30)))
+        .await
+        .expect("persisted");
+    assert_eq!(summary.stats.fragments_persisted, 2);
+    let listed = tokio::task::spawn_blocking(move || list(&endpoint, "annexb"))
+        .await
+        .expect("list");
+    assert_eq!(assert_once_each(&listed), vec![start, start + 1000]);
+    server.shutdown().await;
+}

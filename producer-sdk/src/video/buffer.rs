@@ -22,7 +22,9 @@
 //! `"TSPFRAG1"`, seq u64, cluster timecode ms i64, header id u64, completed-at ms i64,
 //! data length u64, the data (the Cluster as uploaded), then CRC-32C of everything before it.
 //! `headers/<id, 16 hex digits>.mkvh`: `"TSPHEAD1"`, length u64, the MKV header, CRC-32C.
-//! A file that does not check out (torn by a crash mid-write) is removed with a warning.
+//! Start-up reads only each file's header and checks its length; a file that does not check out
+//! (torn by a crash mid-write) is removed with a warning. The CRC is checked when a fragment is
+//! read back to be sent; a mismatch drops it with a `Dropping` event.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
@@ -487,22 +489,25 @@ struct FragmentMeta {
     len_bytes: u64,
 }
 
-/// Reads and checks a fragment file; the data only when `with_data` (the check reads it anyway).
+/// Reads a fragment file. With `with_data`, the whole file, checked against its CRC; without,
+/// only the fixed header and the file's length (start-up must not read a whole backlog; the
+/// checksum is checked when the fragment is read to be sent).
 fn read_fragment_file(path: &Path, with_data: bool) -> Result<(FragmentMeta, Bytes), String> {
+    let mut file = File::open(path).map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut raw))
-        .map_err(|e| e.to_string())?;
-    if raw.len() < FRAGMENT_FIXED_LEN + 4 || &raw[..8] != FRAGMENT_MAGIC {
-        return Err("not a fragment file (torn or foreign)".to_owned());
+    if with_data {
+        file.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    } else {
+        raw.resize(FRAGMENT_FIXED_LEN, 0);
+        file.read_exact(&mut raw)
+            .map_err(|_| "shorter than its header (torn by a crash?)".to_owned())?;
     }
-    let (body, crc) = raw.split_at(raw.len() - 4);
-    if crc32c::crc32c(body).to_le_bytes() != crc {
-        return Err("checksum mismatch (torn by a crash?)".to_owned());
+    if raw.len() < FRAGMENT_FIXED_LEN || &raw[..8] != FRAGMENT_MAGIC {
+        return Err("not a fragment file (torn or foreign)".to_owned());
     }
     let field = |i: usize| {
         let at = 8 + i * 8;
-        u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]))
+        u64::from_le_bytes(raw[at..at + 8].try_into().unwrap_or([0; 8]))
     };
     let meta = FragmentMeta {
         seq: field(0),
@@ -511,15 +516,22 @@ fn read_fragment_file(path: &Path, with_data: bool) -> Result<(FragmentMeta, Byt
         completed_ms: field(3) as i64,
         len_bytes: field(4),
     };
-    if (body.len() - FRAGMENT_FIXED_LEN) as u64 != meta.len_bytes {
-        return Err("length mismatch".to_owned());
-    }
-    let data = if with_data {
-        Bytes::copy_from_slice(&body[FRAGMENT_FIXED_LEN..])
+    let file_len = if with_data {
+        raw.len() as u64
     } else {
-        Bytes::new()
+        file.metadata().map_err(|e| e.to_string())?.len()
     };
-    Ok((meta, data))
+    if file_len != FRAGMENT_FIXED_LEN as u64 + meta.len_bytes + 4 {
+        return Err("length mismatch (torn by a crash?)".to_owned());
+    }
+    if !with_data {
+        return Ok((meta, Bytes::new()));
+    }
+    let (body, crc) = raw.split_at(raw.len() - 4);
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err("checksum mismatch (torn by a crash?)".to_owned());
+    }
+    Ok((meta, Bytes::copy_from_slice(&body[FRAGMENT_FIXED_LEN..])))
 }
 
 /// Writes `parts` to `path` so that after a crash the file is either absent or complete:
@@ -597,6 +609,13 @@ mod tests {
         assert_eq!((r.seq, r.timecode_ms, r.completed_ms), (7, 1000, 5));
         assert_eq!(r.header.bytes, h.bytes);
         assert_eq!(&disk.read(7).expect("read")[..], b"cluster-blocks");
+        // A flipped bit passes the start-up check but not the read before sending.
+        let p = disk.fragment_path(7);
+        let mut raw = fs::read(&p).expect("read");
+        raw[FRAGMENT_FIXED_LEN + 2] ^= 1;
+        fs::write(&p, raw).expect("write");
+        let err = disk.read(7).expect_err("checksum");
+        assert!(err.to_string().contains("checksum"), "{err}");
         assert!(
             !dir.path()
                 .join("fragments/00000000000000000010.tmp")

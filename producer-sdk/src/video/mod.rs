@@ -6,6 +6,7 @@
 //! - [`upload`]: the PutMedia sessions, reconnects and resends; [`acks`] reads the acks.
 //! - [`input`]: MKV input (files, stdin, ffmpeg) demuxed into frames.
 //! - [`control`]: DescribeStream, CreateStream, GetDataEndpoint, ListFragments.
+//! - [`tracks`]: tracks and AVCC frames from Annex B encoder output; AAC and H.265 tracks.
 //! - [`blocking`]: the producer for threaded code.
 
 pub mod acks;
@@ -15,6 +16,7 @@ pub mod control;
 pub mod fragmenter;
 pub mod input;
 pub mod producer;
+pub mod tracks;
 mod upload;
 
 pub use buffer::{BufferConfig, Dropped};

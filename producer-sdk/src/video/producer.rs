@@ -303,7 +303,12 @@ impl VideoProducer {
         let mut disk_buffer = None;
         let mut recovered_count = 0;
         if let Some(dir) = &config.buffer.dir {
-            let (disk, recovered, warnings) = DiskBuffer::open(dir)?;
+            // Listing and reading the headers of a large backlog is blocking work.
+            let dir = dir.clone();
+            let (disk, recovered, warnings) =
+                tokio::task::spawn_blocking(move || DiskBuffer::open(&dir))
+                    .await
+                    .map_err(|e| Error::Closed(format!("opening the buffer directory: {e}")))??;
             for w in warnings {
                 tracing::warn!("{w}");
             }
