@@ -674,3 +674,63 @@ async fn annex_b_frames_from_an_encoder_are_uploaded() {
     assert_eq!(assert_once_each(&listed), vec![start, start + 1000]);
     server.shutdown().await;
 }
+
+/// Fragments that left memory for their files (a backlog bigger than `max_resident_bytes`) are
+/// read back and sent when the server returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_fragments_are_sent_from_their_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let addr = free_addr();
+    let config = |listen: SocketAddr| Config {
+        data_dir: data.clone(),
+        listen,
+        ..Config::default()
+    };
+    let server = timeshard_server::start(config(addr)).await.expect("server");
+    let mut producer_config = ProducerConfig::new(format!("http://{addr}"), "evicted");
+    producer_config.buffer = BufferConfig {
+        dir: Some(dir.path().join("buffer")),
+        max_resident_bytes: 5_000,
+        ..BufferConfig::default()
+    };
+    let producer = VideoProducer::start(producer_config).await.expect("start");
+    server.shutdown().await;
+
+    let (tracks, frames) = sample_frames(1_700_000_000_000);
+    producer.set_tracks(tracks).expect("tracks");
+    for f in &frames {
+        producer.put_frame(f).expect("frame");
+    }
+    producer.end_fragment();
+    // Once in their files, all but the oldest fragment leave memory.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = producer.stats();
+        if buffered_timecodes(&dir.path().join("buffer")).len() == 5
+            && stats.backlog_resident_bytes < stats.backlog_bytes / 2
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog left memory: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let server = timeshard_server::start(config(addr))
+        .await
+        .expect("server again");
+    let summary = producer
+        .finish(Some(Duration::from_secs(30)))
+        .await
+        .expect("persisted");
+    assert_eq!(summary.stats.fragments_persisted, 5);
+    let endpoint = format!("http://{addr}");
+    let listed = tokio::task::spawn_blocking(move || list(&endpoint, "evicted"))
+        .await
+        .expect("list");
+    assert_eq!(assert_once_each(&listed).len(), 5);
+    server.shutdown().await;
+}

@@ -130,6 +130,11 @@ impl Backlog {
         self.total_bytes
     }
 
+    /// Bytes of the backlog held in memory.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_bytes
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
         self.entries.iter()
     }
@@ -272,19 +277,19 @@ impl Backlog {
         (seqs, dropped)
     }
 
-    /// Frees memory held by fragments that are safe in their files, keeping the oldest few
-    /// (about to be sent) and the newest (live), until under `max_resident_bytes`.
-    pub fn evict(&mut self, keep_from_seq: u64) {
+    /// Frees memory held by fragments that are safe in their files, oldest first, keeping the
+    /// oldest one (next to be sent) and the newest (live), until under `max_resident_bytes`.
+    pub fn evict(&mut self) {
         if self.resident_bytes <= self.config.max_resident_bytes {
             return;
         }
         let n = self.entries.len();
-        for i in 0..n.saturating_sub(2) {
+        for i in 1..n.saturating_sub(1) {
             if self.resident_bytes <= self.config.max_resident_bytes {
                 break;
             }
             let e = &mut self.entries[i];
-            if e.seq < keep_from_seq.saturating_add(4) || !e.on_disk || !e.resident {
+            if !e.on_disk || !e.resident {
                 continue;
             }
             e.chunks = Vec::new();

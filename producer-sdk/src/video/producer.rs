@@ -126,6 +126,8 @@ pub struct Stats {
     pub timestamp_repairs: u64,
     pub backlog_fragments: u64,
     pub backlog_bytes: u64,
+    /// Of `backlog_bytes`, what is in memory (the rest is only in the buffer directory).
+    pub backlog_resident_bytes: u64,
     pub connections: u64,
     pub connected: bool,
     /// Fragments found in the buffer directory at start.
@@ -194,6 +196,7 @@ impl State {
     pub(crate) fn refresh_backlog_stats(&mut self) {
         self.stats.backlog_fragments = self.backlog.len() as u64;
         self.stats.backlog_bytes = self.backlog.total_bytes();
+        self.stats.backlog_resident_bytes = self.backlog.resident_bytes();
     }
 
     /// Completes the open fragment and hands it to the disk thread.
@@ -432,8 +435,7 @@ impl VideoProducer {
             }
             events.extend(st.enforce_bounds(now));
             if st.disk.is_some() {
-                let keep = st.backlog.entries().next().map_or(0, |e| e.seq);
-                st.backlog.evict(keep);
+                st.backlog.evict();
             }
             st.refresh_backlog_stats();
         }
@@ -532,7 +534,11 @@ fn disk_thread(shared: &Shared, disk: &DiskBuffer, rx: &std_mpsc::Receiver<DiskC
                 let result = disk.write(seq, timecode_ms, &header, &chunks, completed_ms);
                 let mut st = shared.lock();
                 match result {
-                    Ok(()) if st.backlog.get(seq).is_some() => st.backlog.mark_on_disk(seq),
+                    Ok(()) if st.backlog.get(seq).is_some() => {
+                        st.backlog.mark_on_disk(seq);
+                        st.backlog.evict();
+                        st.refresh_backlog_stats();
+                    }
                     // Persisted (or dropped) while being written.
                     Ok(()) => disk.delete(seq),
                     Err(e) => {

@@ -360,6 +360,9 @@ async fn send_backlog(
     // Where the sender is: fragment seq and chunk index.
     let mut cursor_seq = 0u64;
     let mut cursor_chunk = 0usize;
+    // Bytes of the cursor's fragment already sent: a fragment whose chunks left memory for its
+    // file while it was half sent goes on from there.
+    let mut cursor_bytes = 0usize;
     // Fragments sent in full and not yet acked, with when they were sent.
     let mut awaiting: VecDeque<(u64, Instant)> = VecDeque::new();
     loop {
@@ -395,6 +398,7 @@ async fn send_backlog(
                     if e.seq != cursor_seq {
                         cursor_seq = e.seq;
                         cursor_chunk = 0;
+                        cursor_bytes = 0;
                     }
                     if header_id.is_none() {
                         header_id = Some(e.header.id);
@@ -440,8 +444,10 @@ async fn send_backlog(
                     awaiting.push_back((seq, Instant::now()));
                     cursor_seq = seq + 1;
                     cursor_chunk = 0;
+                    cursor_bytes = 0;
                 } else {
                     cursor_chunk = next_chunk;
+                    cursor_bytes += bytes as usize;
                 }
             }
             Next::FromDisk(seq) => {
@@ -454,6 +460,7 @@ async fn send_backlog(
                 let read = tokio::task::spawn_blocking(move || disk.read(seq)).await;
                 match read {
                     Ok(Ok(data)) => {
+                        let data = data.slice(cursor_bytes.min(data.len())..);
                         let len = data.len() as u64;
                         if !send(&mut body_tx, data).await {
                             return broken(ack_rx).await;
@@ -464,6 +471,7 @@ async fn send_backlog(
                         awaiting.push_back((seq, Instant::now()));
                         cursor_seq = seq + 1;
                         cursor_chunk = 0;
+                        cursor_bytes = 0;
                     }
                     Ok(Err(e)) => {
                         // The file went bad under us: this fragment cannot be sent.
@@ -481,7 +489,15 @@ async fn send_backlog(
                             dropped,
                             reason: e.to_string(),
                         }]);
+                        if cursor_bytes > 0 {
+                            // Part of it is already on the wire: end this upload so the server
+                            // drops the partial fragment.
+                            return SessionEnd::Retry(
+                                "a half-sent fragment was unreadable".to_owned(),
+                            );
+                        }
                         cursor_seq = seq + 1;
+                        cursor_chunk = 0;
                     }
                     Err(e) => return SessionEnd::Retry(format!("reading the buffer: {e}")),
                 }
