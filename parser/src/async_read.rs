@@ -4,8 +4,8 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 
-use crate::fragment::{Fragment, FragmentReader};
-use crate::mkv::{MkvError, MkvErrorKind};
+use crate::fragment::{Fragment, FragmentReader, read_failed, step};
+use crate::mkv::MkvError;
 
 /// Reads fragments from `source` (a GetMedia body, a file, a socket).
 #[derive(Debug)]
@@ -35,22 +35,8 @@ impl<R: AsyncRead + Unpin> AsyncFragments<R> {
             return None;
         }
         loop {
-            let step = if self.at_eof {
-                self.reader.finish()
-            } else {
-                self.reader.next_fragment()
-            };
-            match step {
-                Ok(Some(fragment)) => return Some(Ok(fragment)),
-                Ok(None) if self.at_eof => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
+            if let Some(item) = step(&mut self.reader, self.at_eof, &mut self.done) {
+                return item;
             }
             match self.source.read(&mut self.buf).await {
                 Ok(0) => self.at_eof = true,
@@ -58,12 +44,7 @@ impl<R: AsyncRead + Unpin> AsyncFragments<R> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(MkvError {
-                        offset: self.reader.position(),
-                        kind: MkvErrorKind::Truncated,
-                        path: String::new(),
-                        message: format!("reading the input failed: {e}"),
-                    }));
+                    return Some(Err(read_failed(&self.reader, &e)));
                 }
             }
         }

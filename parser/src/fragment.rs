@@ -453,6 +453,43 @@ fn apply_tag(f: &mut Fragment, tag: SimpleTag, at: u64) -> Result<(), MkvError> 
     Ok(())
 }
 
+/// One turn of a reading loop over `reader`: `Some(item)` to hand out (a fragment, the end, or
+/// an error, which also sets `done`), or `None` when it needs more bytes. Shared by
+/// [`read_fragments`] and the `tokio` feature's reader.
+pub(crate) fn step(
+    reader: &mut FragmentReader,
+    at_eof: bool,
+    done: &mut bool,
+) -> Option<Option<Result<Fragment, MkvError>>> {
+    let result = if at_eof {
+        reader.finish()
+    } else {
+        reader.next_fragment()
+    };
+    match result {
+        Ok(Some(fragment)) => Some(Some(Ok(fragment))),
+        Ok(None) if at_eof => {
+            *done = true;
+            Some(None)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            *done = true;
+            Some(Some(Err(e)))
+        }
+    }
+}
+
+/// The error for a source that failed to read.
+pub(crate) fn read_failed(reader: &FragmentReader, e: &std::io::Error) -> MkvError {
+    MkvError {
+        offset: reader.position(),
+        kind: MkvErrorKind::Truncated,
+        path: String::new(),
+        message: format!("reading the input failed: {e}"),
+    }
+}
+
 /// Reads fragments from a blocking source (a file, a socket, a child's stdout), 64 KiB at a
 /// time. A failed read ends the iteration with a [`MkvErrorKind::Truncated`] error.
 pub fn read_fragments<R: Read>(source: R) -> Fragments<R> {
@@ -483,22 +520,8 @@ impl<R: Read> Iterator for Fragments<R> {
             return None;
         }
         loop {
-            let step = if self.at_eof {
-                self.reader.finish()
-            } else {
-                self.reader.next_fragment()
-            };
-            match step {
-                Ok(Some(fragment)) => return Some(Ok(fragment)),
-                Ok(None) if self.at_eof => {
-                    self.done = true;
-                    return None;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
+            if let Some(item) = step(&mut self.reader, self.at_eof, &mut self.done) {
+                return item;
             }
             match self.source.read(&mut self.buf) {
                 Ok(0) => self.at_eof = true,
@@ -506,12 +529,7 @@ impl<R: Read> Iterator for Fragments<R> {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     self.done = true;
-                    return Some(Err(MkvError {
-                        offset: self.reader.position(),
-                        kind: MkvErrorKind::Truncated,
-                        path: String::new(),
-                        message: format!("reading the input failed: {e}"),
-                    }));
+                    return Some(Err(read_failed(&self.reader, &e)));
                 }
             }
         }

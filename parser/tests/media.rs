@@ -12,8 +12,11 @@ use common::*;
 use timeshard_parser::h26x::{
     AvcConfig, H264Sps, H265Sps, HevcConfig, annex_b_nal_units, annex_b_to_avcc, avcc_to_annex_b,
 };
+#[cfg(feature = "decode")]
 use timeshard_parser::mkv::write;
-use timeshard_parser::{FragmentReader, Frame, MkvEvent, SegmentInfo, Track};
+#[cfg(feature = "decode")]
+use timeshard_parser::{FragmentReader, SegmentInfo};
+use timeshard_parser::{Frame, MkvEvent, Track};
 
 fn have_ffmpeg() -> bool {
     if command_available("ffmpeg") {

@@ -406,14 +406,18 @@ async fn a_status_delay_shows_creating_updating_and_deleting() {
     again.shutdown().await;
 }
 
-#[tokio::test]
-async fn aws_limits_mode_enforces_per_shard_quotas() {
-    let dir = tempfile::tempdir().unwrap();
+/// A server in `--limits aws` mode on a manual clock.
+async fn aws_limits_server(
+    dir: &std::path::Path,
+) -> (
+    timeshard_server::RunningServer,
+    std::sync::Arc<timeshard_storage::clock::ManualClock>,
+) {
     let clock = std::sync::Arc::new(timeshard_storage::clock::ManualClock::new(
         1_800_000_000_000,
     ));
     let config = timeshard_server::Config {
-        data_dir: dir.path().join("data"),
+        data_dir: dir.join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         sync: timeshard_storage::options::SyncPolicy::Never,
         limits: timeshard_server::config::LimitsMode::Aws,
@@ -422,6 +426,13 @@ async fn aws_limits_mode_enforces_per_shard_quotas() {
     let server = timeshard_server::start_with_clock(config, clock.clone())
         .await
         .unwrap();
+    (server, clock)
+}
+
+#[tokio::test]
+async fn aws_limits_mode_enforces_per_shard_quotas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, clock) = aws_limits_server(dir.path()).await;
     let addr = server.local_addr();
     json_call(
         addr,
@@ -487,19 +498,7 @@ async fn aws_limits_mode_enforces_per_shard_quotas() {
 #[tokio::test]
 async fn a_throttled_shard_fails_the_rest_of_its_entries_in_the_request() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = std::sync::Arc::new(timeshard_storage::clock::ManualClock::new(
-        1_800_000_000_000,
-    ));
-    let config = timeshard_server::Config {
-        data_dir: dir.path().join("data"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        sync: timeshard_storage::options::SyncPolicy::Never,
-        limits: timeshard_server::config::LimitsMode::Aws,
-        ..Default::default()
-    };
-    let server = timeshard_server::start_with_clock(config, clock.clone())
-        .await
-        .unwrap();
+    let (server, _clock) = aws_limits_server(dir.path()).await;
     let addr = server.local_addr();
     json_call(
         addr,
