@@ -22,4 +22,4 @@ pub use client::{Endpoint, HttpClient};
 pub use consumer::{DecodedFrames, FrameSource};
 pub use consumer::{LiveFragments, MediaClient, MediaOptions, RangeFragments, StartSelector};
 pub use error::Error;
-pub use records::{PutTicket, RecordsConfig, RecordsProducer, StreamRef};
+pub use records::{PutTicket, RecordsConfig, RecordsProducer, RecordsStats, StreamRef};

@@ -526,10 +526,13 @@ impl Batcher {
     ) -> Tally {
         self.requests_in_flight = self.requests_in_flight.saturating_sub(1);
         let mut tally = Tally::default();
+        // The request's keys, once each: every one of them is marked in flight until here.
         let mut keys: Vec<Arc<str>> = Vec::new();
-        let mut seen: HashSet<Arc<str>> = HashSet::new();
         for item in &batch {
-            if seen.insert(item.key.clone()) {
+            if let Some(ks) = self.keys.get_mut(&item.key)
+                && ks.in_flight
+            {
+                ks.in_flight = false;
                 keys.push(item.key.clone());
             }
         }
@@ -614,7 +617,6 @@ impl Batcher {
             let Some(ks) = self.keys.get_mut(&key) else {
                 continue;
             };
-            ks.in_flight = false;
             if let Some(backoff) = backoff {
                 let at = now + backoff;
                 ks.retry_at = Some(at);

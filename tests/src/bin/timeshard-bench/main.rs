@@ -55,6 +55,7 @@ use timeshard_storage::options::SyncPolicy;
 use tokio::net::TcpStream;
 
 mod list_fragments;
+mod records_producer;
 mod video;
 
 /// Thread name of the client runtime; the in-process server's threads are named `timeshard`.
@@ -84,6 +85,8 @@ enum Command {
     Video(video::VideoArgs),
     /// ListFragments of one hour out of many stored fragments (in-process server only).
     ListFragments(list_fragments::ListFragmentsArgs),
+    /// Records/s through the SDK's batching records producer (PutRecords on loopback).
+    RecordsProducer(records_producer::RecordsProducerArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -138,6 +141,7 @@ fn main() -> anyhow::Result<()> {
         Command::Records(args) => records(&args),
         Command::Video(args) => video::run(&args),
         Command::ListFragments(args) => list_fragments::run(&args),
+        Command::RecordsProducer(args) => records_producer::run(&args),
     }
 }
 
