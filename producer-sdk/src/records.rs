@@ -26,26 +26,32 @@
 //!
 //! # Order
 //!
-//! Records are numbered as the producer receives them (for one task calling `put`, the order of
-//! its calls). The producer keeps these rules:
+//! Order is kept per *order key*: the partition key, or the partition key together with the
+//! `ExplicitHashKey` for records put with one (records of one partition key sent to different
+//! hash keys may land on different shards, between which readers see no order anyway). Records
+//! are numbered as the producer receives them: for one task calling `put`, the order of its
+//! calls. The producer keeps three rules:
 //!
-//! 1. a partition key is never in two requests in flight at once;
-//! 2. within a request, a key's records are in put order;
-//! 3. a record that will be retried goes back to the head of its key's queue, and the key sends
-//!    nothing until the retry is due; so no later record of the key is sent before it.
+//! 1. an order key is never in two requests in flight at once;
+//! 2. within a request, an order key's records are in put order;
+//! 3. a record to be retried goes back to the head of its order key's queue, and that key
+//!    sends nothing until the retry is due; so no later record of the key is sent before it.
 //!
-//! From these: **if the service, within one request, never writes an entry of a shard after
-//! failing an earlier entry of the same shard, every partition key's written records are in put
-//! order** (records that failed for good leave a gap; records retried after a request timed out
-//! or its connection broke may be written twice, the at-least-once of every Kinesis producer).
-//! timeshard's PutRecords fails a shard's entries as a suffix (see
-//! `server/src/api/data_streams/put_records.rs`). AWS Kinesis does not promise this: it may
-//! throttle a large entry and accept a smaller later one of the same shard. For such a service,
-//! set [`RecordsConfig::strict_key_order`]: a request then carries at most one record per key, so
-//! rules 1 and 3 alone keep each key's order whatever the service fails, at the price of
-//! throughput when there are few keys. Should an entry of a key be written after an earlier
-//! entry of that key failed in the same request, [`RecordsStats::order_violations`] counts it
-//! and a warning is logged, rather than hiding it.
+//! The guarantee that follows: **if the service, within one request, never writes an entry of a
+//! shard after failing an earlier entry of the same shard, then for every order key the records
+//! written are in put order**. Records that failed for good leave a gap. A record whose request
+//! timed out or lost its connection after the service stored it is written twice when retried
+//! (at least once, as with every Kinesis producer); the copies stay in order.
+//!
+//! timeshard's PutRecords fails a shard's entries as a suffix (once an entry of a shard is
+//! throttled, the later entries of that shard in the request fail too, and a failed append
+//! fails all of them: `server/src/api/data_streams/put_records.rs`). AWS Kinesis does not
+//! promise this: it may throttle a large entry and accept a smaller later one of the same shard.
+//! For such a service set [`RecordsConfig::strict_key_order`]: a request then carries at most
+//! one record per order key, so rules 1 and 3 alone keep each key's order whatever the service
+//! fails, at the price of smaller requests when there are few keys. Whenever a request comes
+//! back with an entry of an order key written after an earlier entry of that key failed,
+//! [`RecordsStats::order_violations`] counts it and a warning is logged, rather than hiding it.
 //!
 //! # Memory
 //!
@@ -246,13 +252,24 @@ fn check_record(
     Ok(size)
 }
 
+/// The order key of a record with an `ExplicitHashKey`. NUL cannot be in a hash key, so two
+/// records share it only if they share both keys (or a partition key holds NULs, which at worst
+/// orders two keys together).
+fn order_key(partition_key: &str, explicit_hash_key: &str) -> String {
+    format!("\0{explicit_hash_key}\0{partition_key}")
+}
+
 /// One record, from `put` until its ticket is answered.
 struct Item {
     /// Put order, given by the batcher.
     seq: u64,
     /// The flush generation it belongs to, given by the batcher.
     epoch: u64,
+    /// The partition key.
     key: Arc<str>,
+    /// What order is kept by: the partition key (the same allocation), or the partition key
+    /// with the `ExplicitHashKey` when there is one.
+    order_key: Arc<str>,
     explicit_hash_key: Option<String>,
     data: Bytes,
     reply: oneshot::Sender<Result<Put, Error>>,
@@ -400,7 +417,7 @@ impl Batcher {
         *self.unresolved.entry(self.epoch).or_insert(0) += 1;
         let size = item.size();
         let seq = item.seq;
-        let key = item.key.clone();
+        let key = item.order_key.clone();
         let ks = self.keys.entry(key.clone()).or_default();
         ks.queue.push_back(item);
         ks.bytes += size;
@@ -529,11 +546,11 @@ impl Batcher {
         // The request's keys, once each: every one of them is marked in flight until here.
         let mut keys: Vec<Arc<str>> = Vec::new();
         for item in &batch {
-            if let Some(ks) = self.keys.get_mut(&item.key)
+            if let Some(ks) = self.keys.get_mut(&item.order_key)
                 && ks.in_flight
             {
                 ks.in_flight = false;
-                keys.push(item.key.clone());
+                keys.push(item.order_key.clone());
             }
         }
         let result = match result {
@@ -556,7 +573,7 @@ impl Batcher {
                             sequence_number: Some(sequence_number),
                             ..
                         } => {
-                            if failed_keys.contains(&item.key) {
+                            if failed_keys.contains(&item.order_key) {
                                 tally.order_violation = true;
                             }
                             tally.written += 1;
@@ -573,7 +590,7 @@ impl Batcher {
                             error_message,
                             ..
                         } => {
-                            failed_keys.insert(item.key.clone());
+                            failed_keys.insert(item.order_key.clone());
                             let code =
                                 error_code.unwrap_or_else(|| "MissingSequenceNumber".to_owned());
                             let retriable = entry_retriable(&code);
@@ -606,9 +623,9 @@ impl Batcher {
         // still queued for their key was put after them.
         let mut retried_keys: HashMap<Arc<str>, u32> = HashMap::new();
         for item in retry.into_iter().rev() {
-            let attempts = retried_keys.entry(item.key.clone()).or_insert(0);
+            let attempts = retried_keys.entry(item.order_key.clone()).or_insert(0);
             *attempts = (*attempts).max(item.attempts);
-            let ks = self.keys.entry(item.key.clone()).or_default();
+            let ks = self.keys.entry(item.order_key.clone()).or_default();
             ks.bytes += item.size();
             ks.queue.push_front(item);
         }
@@ -884,8 +901,8 @@ impl RecordsProducer {
     }
 
     /// [`RecordsProducer::put`] with an `ExplicitHashKey` (a decimal 128-bit hash key) that
-    /// picks the shard instead of the partition key's hash. Order is still kept per partition
-    /// key.
+    /// picks the shard instead of the partition key's hash. Order is kept among the records
+    /// with the same partition key and the same hash key.
     pub async fn put_with_hash_key(
         &self,
         partition_key: impl Into<String>,
@@ -909,11 +926,17 @@ impl RecordsProducer {
             .await
             .map_err(|_| closed())?;
         let (reply, rx) = oneshot::channel();
+        let key: Arc<str> = Arc::from(key);
+        let order_key = match &explicit_hash_key {
+            None => key.clone(),
+            Some(hash) => Arc::from(order_key(&key, hash)),
+        };
         self.tx
             .send(Msg::Put(Item {
                 seq: 0,
                 epoch: 0,
-                key: Arc::from(key),
+                key,
+                order_key,
                 explicit_hash_key,
                 data,
                 reply,
@@ -1219,6 +1242,7 @@ mod tests {
             seq: 0,
             epoch: 0,
             key: Arc::from(key),
+            order_key: Arc::from(key),
             explicit_hash_key: None,
             data: data.into(),
             reply,
@@ -1391,6 +1415,28 @@ mod tests {
         assert_eq!(tally.written, 3);
         let third = b.take_batch(now, true).expect("third");
         assert_eq!(names(&third), ["a:2", "b:1"]);
+    }
+
+    #[test]
+    fn explicit_hash_keys_make_separate_order_keys() {
+        let mut b = Batcher::new(config());
+        let now = Instant::now();
+        let with_hash = |hash: &str, i: usize| {
+            let (mut it, _) = item("pk", format!("{hash}:{i}"));
+            it.explicit_hash_key = Some(hash.to_owned());
+            it.order_key = Arc::from(order_key("pk", hash));
+            it
+        };
+        b.push(with_hash("1", 0), now);
+        b.push(with_hash("2", 0), now);
+        let first = b.take_batch(now, true).expect("first");
+        assert_eq!(names(&first), ["1:0", "2:0"]);
+        b.push(with_hash("1", 1), now);
+        b.push(with_hash("3", 0), now);
+        push_all(&mut b, now, &[("pk", 0)]);
+        let second = b.take_batch(now, true).expect("second");
+        assert_eq!(names(&second), ["3:0", "pk:0"], "hash key 1 is in flight");
+        assert_ne!(order_key("a", "12"), order_key("a1", "2"));
     }
 
     #[test]
