@@ -4,7 +4,7 @@
 //! The child server is this test binary run again with `--ignored --exact child_server` and its
 //! settings in the environment, so no other binary has to be built first.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -21,6 +21,7 @@ use timeshard_server::config::{Config, Credential};
 
 const CHILD_DIR: &str = "TIMESHARD_TEST_CHILD_DATA_DIR";
 const CHILD_LISTEN: &str = "TIMESHARD_TEST_CHILD_LISTEN";
+const CHILD_ADDR_FILE: &str = "TIMESHARD_TEST_CHILD_ADDR_FILE";
 const AUDIO_VIDEO_SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../samples/h264-aac-320x240.mkv"
@@ -44,9 +45,12 @@ fn child_server() {
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let _server = timeshard_server::start(config)
+        let server = timeshard_server::start(config)
             .await
             .expect("starting the child server");
+        if let Ok(file) = std::env::var(CHILD_ADDR_FILE) {
+            std::fs::write(file, server.local_addr().to_string()).expect("address file");
+        }
         std::future::pending::<()>().await;
     });
 }
@@ -56,21 +60,40 @@ struct ChildServer {
 }
 
 impl ChildServer {
-    fn start(data_dir: &Path, addr: SocketAddr) -> ChildServer {
-        let child = Command::new(std::env::current_exe().expect("test binary"))
-            .args(["--ignored", "--exact", "child_server", "--nocapture"])
-            .env(CHILD_DIR, data_dir)
-            .env(CHILD_LISTEN, addr.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting the child server");
+    /// Starts a child server on `addr`, or on a port of its choosing when `None`. Returns the
+    /// server and its address. A restart on a known address retries while the port is still
+    /// taken (a client socket of a parallel test may hold it for a moment).
+    fn start(data_dir: &Path, addr: Option<SocketAddr>) -> (ChildServer, SocketAddr) {
+        let addr_file = data_dir.with_extension("addr");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "the child server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let _ = std::fs::remove_file(&addr_file);
+            let listen = addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+            let mut child = Command::new(std::env::current_exe().expect("test binary"))
+                .args(["--ignored", "--exact", "child_server", "--nocapture"])
+                .env(CHILD_DIR, data_dir)
+                .env(CHILD_LISTEN, listen.to_string())
+                .env(CHILD_ADDR_FILE, &addr_file)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting the child server");
+            loop {
+                if let Some(bound) = std::fs::read_to_string(&addr_file)
+                    .ok()
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+                {
+                    return (ChildServer { child }, bound);
+                }
+                if child.try_wait().expect("try_wait").is_some() {
+                    break; // it could not bind (or failed): try again
+                }
+                assert!(Instant::now() < deadline, "the child server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(Instant::now() < deadline, "the child server did not start");
+            std::thread::sleep(Duration::from_millis(100));
         }
-        ChildServer { child }
     }
 
     /// SIGKILL: no shutdown, no flush.
@@ -85,11 +108,6 @@ impl Drop for ChildServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
 }
 
 fn have_ffmpeg() -> bool {
@@ -241,10 +259,9 @@ fn server_killed_mid_upload_then_restarted() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let addr = free_addr();
-    let endpoint = format!("http://{addr}");
     let source = clip(dir.path(), "ten.mkv", 10);
-    let server = ChildServer::start(&data, addr);
+    let (server, addr) = ChildServer::start(&data, None);
+    let endpoint = format!("http://{addr}");
     let stderr = dir.path().join("put.log");
     let put = spawn_put(
         &[
@@ -261,7 +278,7 @@ fn server_killed_mid_upload_then_restarted() {
     std::thread::sleep(Duration::from_millis(4500));
     server.kill();
     std::thread::sleep(Duration::from_millis(1500));
-    let _server = ChildServer::start(&data, addr);
+    let _server = ChildServer::start(&data, Some(addr));
     let (status, log) = wait(put, Duration::from_secs(90), &stderr);
     assert!(status.success(), "timeshard-put failed: {status}\n{log}");
     assert!(
@@ -298,11 +315,10 @@ fn producer_killed_with_a_buffer_dir_then_restarted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let buffer = dir.path().join("buffer");
-    let addr = free_addr();
-    let endpoint = format!("http://{addr}");
     let long = clip(dir.path(), "twelve.mkv", 12);
     let short = clip(dir.path(), "three.mkv", 3);
-    let server = ChildServer::start(&data, addr);
+    let (server, addr) = ChildServer::start(&data, None);
+    let endpoint = format!("http://{addr}");
     let log1 = dir.path().join("put1.log");
     let args = |source: &Path| {
         vec![
@@ -332,7 +348,7 @@ fn producer_killed_with_a_buffer_dir_then_restarted() {
         std::fs::read_to_string(&log1).unwrap_or_default()
     );
 
-    let _server = ChildServer::start(&data, addr);
+    let _server = ChildServer::start(&data, Some(addr));
     let log2 = dir.path().join("put2.log");
     let a2 = args(&short);
     let started = chrono::Utc::now().timestamp_millis();
@@ -681,13 +697,15 @@ async fn annex_b_frames_from_an_encoder_are_uploaded() {
 async fn evicted_fragments_are_sent_from_their_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let addr = free_addr();
     let config = |listen: SocketAddr| Config {
         data_dir: data.clone(),
         listen,
         ..Config::default()
     };
-    let server = timeshard_server::start(config(addr)).await.expect("server");
+    let server = timeshard_server::start(config(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .await
+        .expect("server");
+    let addr = server.local_addr();
     let mut producer_config = ProducerConfig::new(format!("http://{addr}"), "evicted");
     producer_config.buffer = BufferConfig {
         dir: Some(dir.path().join("buffer")),
@@ -719,9 +737,17 @@ async fn evicted_fragments_are_sent_from_their_files() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let server = timeshard_server::start(config(addr))
-        .await
-        .expect("server again");
+    // The same address again; a client socket of a parallel test may hold it for a moment.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let server = loop {
+        match timeshard_server::start(config(addr)).await {
+            Ok(server) => break server,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "restarting on {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
     let summary = producer
         .finish(Some(Duration::from_secs(30)))
         .await
