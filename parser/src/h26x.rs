@@ -223,9 +223,23 @@ impl AvcConfig {
         })
     }
 
-    /// The record's bytes (for MKV CodecPrivate). High profiles get the chroma/bit-depth
-    /// extension, read from the first SPS.
+    /// The record's bytes (for MKV CodecPrivate). Profiles other than Baseline, Main and
+    /// Extended get the chroma/bit-depth extension, read from the first SPS (as ffmpeg writes
+    /// it, High 4:4:4 included).
     pub fn to_bytes(&self) -> Result<Vec<u8>, H26xError> {
+        if !matches!(self.length_size, 1 | 2 | 4) {
+            return Err(H26xError::Invalid(format!(
+                "NAL length size {}; must be 1, 2 or 4",
+                self.length_size
+            )));
+        }
+        if self.sps.is_empty() || self.sps.len() > 31 || self.pps.len() > 255 {
+            return Err(H26xError::Invalid(format!(
+                "{} SPS and {} PPS; an avcC record holds 1-31 and 0-255",
+                self.sps.len(),
+                self.pps.len()
+            )));
+        }
         let mut out = vec![
             1,
             self.profile_idc,
@@ -234,16 +248,21 @@ impl AvcConfig {
             0xfc | (self.length_size as u8 - 1),
             0xe0 | self.sps.len() as u8,
         ];
-        for s in &self.sps {
-            out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-            out.extend_from_slice(s);
+        let put = |out: &mut Vec<u8>, unit: &Bytes| {
+            let len = u16::try_from(unit.len())
+                .map_err(|_| H26xError::Invalid(format!("a {}-byte parameter set", unit.len())))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(unit);
+            Ok::<(), H26xError>(())
+        };
+        for unit in &self.sps {
+            put(&mut out, unit)?;
         }
         out.push(self.pps.len() as u8);
-        for p in &self.pps {
-            out.extend_from_slice(&(p.len() as u16).to_be_bytes());
-            out.extend_from_slice(p);
+        for unit in &self.pps {
+            put(&mut out, unit)?;
         }
-        if matches!(self.profile_idc, 100 | 110 | 122 | 144) {
+        if !matches!(self.profile_idc, 66 | 77 | 88) {
             let sps = H264Sps::parse(&self.sps[0])?;
             out.push(0xfc | sps.chroma_format_idc);
             out.push(0xf8 | (sps.bit_depth_luma - 8));
@@ -401,6 +420,18 @@ impl Bits<'_> {
         Ok(((1u64 << zeros) - 1 + u64::from(rest)) as u32)
     }
 
+    /// An Exp-Golomb value that must not exceed `max` (`name` for the error).
+    fn ue_max(&mut self, max: u32, name: &str) -> Result<u32, H26xError> {
+        let v = self.ue()?;
+        if v > max {
+            return Err(H26xError::Invalid(format!(
+                "{}: {name} {v} (at most {max})",
+                self.what
+            )));
+        }
+        Ok(v)
+    }
+
     fn se(&mut self) -> Result<i32, H26xError> {
         let k = i64::from(self.ue()?);
         Ok(if k % 2 == 1 { (k + 1) / 2 } else { -(k / 2) } as i32)
@@ -416,6 +447,8 @@ pub struct H264Sps {
     pub chroma_format_idc: u8,
     pub bit_depth_luma: u8,
     pub bit_depth_chroma: u8,
+    /// False for interlaced coding (fields or MBAFF): the height counts both fields.
+    pub frame_mbs_only: bool,
     /// Displayed size, after the cropping window.
     pub width: u32,
     pub height: u32,
@@ -436,29 +469,19 @@ impl H264Sps {
         let profile_idc = r.u(8)? as u8;
         r.skip(8)?; // constraint flags
         let level_idc = r.u(8)? as u8;
-        r.ue()?; // seq_parameter_set_id
+        r.ue_max(31, "seq_parameter_set_id")?;
         let (mut chroma_format_idc, mut separate_colour_plane) = (1, false);
         let (mut bit_depth_luma, mut bit_depth_chroma) = (8, 8);
         if matches!(
             profile_idc,
             100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
         ) {
-            chroma_format_idc = r.ue()?;
-            if chroma_format_idc > 3 {
-                return Err(H26xError::Invalid(format!(
-                    "H.264 SPS chroma_format_idc {chroma_format_idc}"
-                )));
-            }
+            chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
             if chroma_format_idc == 3 {
                 separate_colour_plane = r.flag()?;
             }
-            bit_depth_luma = r.ue()? + 8;
-            bit_depth_chroma = r.ue()? + 8;
-            if bit_depth_luma > 14 || bit_depth_chroma > 14 {
-                return Err(H26xError::Invalid(
-                    "H.264 SPS bit depth above 14".to_owned(),
-                ));
-            }
+            bit_depth_luma = r.ue_max(6, "bit_depth_luma_minus8")? + 8;
+            bit_depth_chroma = r.ue_max(6, "bit_depth_chroma_minus8")? + 8;
             r.skip(1)?; // qpprime_y_zero_transform_bypass_flag
             if r.flag()? {
                 // seq_scaling_matrix_present_flag: skip each list present.
@@ -479,21 +502,16 @@ impl H264Sps {
                 }
             }
         }
-        r.ue()?; // log2_max_frame_num_minus4
-        match r.ue()? {
+        r.ue_max(12, "log2_max_frame_num_minus4")?;
+        match r.ue_max(2, "pic_order_cnt_type")? {
             0 => {
-                r.ue()?;
+                r.ue_max(12, "log2_max_pic_order_cnt_lsb_minus4")?;
             }
             1 => {
-                r.skip(1)?;
-                r.se()?;
-                r.se()?;
-                let cycle = r.ue()?;
-                if cycle > 255 {
-                    return Err(H26xError::Invalid(
-                        "H.264 SPS num_ref_frames_in_pic_order_cnt_cycle above 255".to_owned(),
-                    ));
-                }
+                r.skip(1)?; // delta_pic_order_always_zero_flag
+                r.se()?; // offset_for_non_ref_pic
+                r.se()?; // offset_for_top_to_bottom_field
+                let cycle = r.ue_max(255, "num_ref_frames_in_pic_order_cnt_cycle")?;
                 for _ in 0..cycle {
                     r.se()?;
                 }
@@ -502,8 +520,8 @@ impl H264Sps {
         }
         r.ue()?; // max_num_ref_frames
         r.skip(1)?; // gaps_in_frame_num_value_allowed_flag
-        let width_mbs = r.ue()? + 1;
-        let height_units = r.ue()? + 1;
+        let width_mbs = r.ue_max(4095, "pic_width_in_mbs_minus1")? + 1;
+        let height_units = r.ue_max(4095, "pic_height_in_map_units_minus1")? + 1;
         let frame_mbs_only = r.flag()?;
         if !frame_mbs_only {
             r.skip(1)?; // mb_adaptive_frame_field_flag
@@ -544,6 +562,7 @@ impl H264Sps {
             chroma_format_idc: chroma_format_idc as u8,
             bit_depth_luma: bit_depth_luma as u8,
             bit_depth_chroma: bit_depth_chroma as u8,
+            frame_mbs_only,
             width: (full_w - crop_w) as u32,
             height: (full_h - crop_h) as u32,
         })
@@ -615,18 +634,13 @@ impl H265Sps {
                 r.skip(8)?;
             }
         }
-        r.ue()?; // sps_seq_parameter_set_id
-        let chroma_format_idc = r.ue()?;
-        if chroma_format_idc > 3 {
-            return Err(H26xError::Invalid(format!(
-                "H.265 SPS chroma_format_idc {chroma_format_idc}"
-            )));
-        }
+        r.ue_max(15, "sps_seq_parameter_set_id")?;
+        let chroma_format_idc = r.ue_max(3, "chroma_format_idc")?;
         if chroma_format_idc == 3 {
             r.skip(1)?; // separate_colour_plane_flag
         }
-        let width = r.ue()?;
-        let height = r.ue()?;
+        let width = r.ue_max(1 << 16, "pic_width_in_luma_samples")?;
+        let height = r.ue_max(1 << 16, "pic_height_in_luma_samples")?;
         let (mut l, mut rt, mut t, mut b) = (0, 0, 0, 0);
         if r.flag()? {
             l = r.ue()?;
@@ -634,8 +648,8 @@ impl H265Sps {
             t = r.ue()?;
             b = r.ue()?;
         }
-        let bit_depth_luma = r.ue()? + 8;
-        let bit_depth_chroma = r.ue()? + 8;
+        let bit_depth_luma = r.ue_max(8, "bit_depth_luma_minus8")? + 8;
+        let bit_depth_chroma = r.ue_max(8, "bit_depth_chroma_minus8")? + 8;
         let sub_width: u32 = if matches!(chroma_format_idc, 1 | 2) {
             2
         } else {
@@ -644,7 +658,7 @@ impl H265Sps {
         let sub_height: u32 = if chroma_format_idc == 1 { 2 } else { 1 };
         let crop_w = u64::from(sub_width) * (u64::from(l) + u64::from(rt));
         let crop_h = u64::from(sub_height) * (u64::from(t) + u64::from(b));
-        if crop_w >= u64::from(width) || crop_h >= u64::from(height) || bit_depth_luma > 16 {
+        if crop_w >= u64::from(width) || crop_h >= u64::from(height) {
             return Err(H26xError::Invalid(format!(
                 "H.265 SPS picture {width}x{height} with cropping {crop_w}x{crop_h}"
             )));

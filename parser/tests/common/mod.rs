@@ -274,3 +274,51 @@ pub fn cluster_timecodes(events: &[MkvEvent]) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Whether ffmpeg can be run. Without it a test skips with a printed reason, unless
+/// `TIMESHARD_REQUIRE_MEDIA_TOOLS` is set (CI), where it fails.
+pub fn have_ffmpeg() -> bool {
+    if command_available("ffmpeg") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("TIMESHARD_REQUIRE_MEDIA_TOOLS").is_none(),
+        "TIMESHARD_REQUIRE_MEDIA_TOOLS is set, but ffmpeg is missing"
+    );
+    println!("skipped: ffmpeg is not installed");
+    false
+}
+
+/// An MKV made by ffmpeg from lavfi's testsrc: `size`, `frames` frames at 25 fps, then `args`
+/// (codec options).
+pub fn ffmpeg_clip(size: &str, frames: u32, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc=size={size}:rate=25"))
+        .args(["-frames:v", &frames.to_string()])
+        .args(args)
+        .args(["-f", "matroska", "-"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("running ffmpeg");
+    assert!(out.status.success(), "ffmpeg failed for {size} {args:?}");
+    out.stdout
+}
+
+/// The tracks of an MKV file and every frame with its absolute timestamp (in TimecodeScale
+/// units, ms for ffmpeg's files), in document order.
+pub fn demux(mkv: &[u8]) -> (Vec<Track>, Vec<(i64, Frame)>) {
+    let events = read_all(mkv).expect("the MKV reads");
+    let mut tracks = Vec::new();
+    let mut frames = Vec::new();
+    let mut cluster = 0i64;
+    for e in events {
+        match e {
+            MkvEvent::Tracks(t) => tracks = t,
+            MkvEvent::ClusterStart { timecode } => cluster = timecode as i64,
+            MkvEvent::Frame(f) => frames.push((cluster + i64::from(f.timecode), f)),
+            _ => {}
+        }
+    }
+    (tracks, frames)
+}
