@@ -1,23 +1,38 @@
 //! H.264 frames decoded to RGB, for consumers that look at pictures (ML inference, thumbnails).
 //! Behind the `decode` feature: openh264 (bundled C source) and `image` (JPEG).
 //!
-//! [`FrameDecoder`] takes [`Fragment`]s in stream order and returns the pictures of their first
-//! H.264 video track, each with its absolute timestamps. One decoder keeps its state across
-//! fragments, so P-frames decode against the pictures before them.
+//! [`FrameDecoder`] takes the [`Fragment`]s of one stream in order and returns the pictures of
+//! their first H.264 video track, each with its absolute timestamps: `timestamp_ms` is the
+//! fragment's server timestamp plus the frame's offset in it
+//! ([`Fragment::frame_server_timestamp_ms`]; the frame's MKV time when the fragment has no
+//! server timestamp), `producer_timestamp_ms` the same on the producer's clock.
 //!
 //! - **Selection.** [`Selection::All`] converts every picture; [`Selection::EveryNth`] decodes
-//!   every frame (later frames depend on earlier ones) but converts only every Nth picture to RGB,
-//!   counting across fragments; [`Selection::KeyFramesOnly`] gives the decoder nothing but key
-//!   frames, which is several times faster.
-//! - **Order and timestamps.** Pictures come out in presentation order. Within a fragment, which
-//!   starts at a key frame, the Nth picture out is the frame with the Nth smallest timestamp, so
-//!   streams with B-frames (stored in decode order) get each picture its own time. Each fragment
-//!   (which starts at a key frame) gets a fresh decoder, flushed at its end, so every picture of
-//!   a fragment is returned with it: openh264 fails on the frames after a flush mid-stream.
+//!   every frame (P- and B-frames need the pictures they refer to) but converts only every Nth
+//!   picture to RGB, counting across fragments; [`Selection::KeyFramesOnly`] gives the decoder
+//!   nothing but key frames, which is several times faster.
+//! - **Delay, order and timestamps.** A decoder holds pictures back while later frames may
+//!   still come before them (B-frames are stored in decode order), so "no picture yet" for a
+//!   frame is normal. Each frame's timestamps wait in a queue until a picture comes out; the
+//!   picture is the queued frame with the smallest timestamp, because pictures come out in
+//!   presentation order. At the end of each fragment the decoder is flushed, so every picture
+//!   of a fragment is returned by the call that got the fragment (no picture waits for the next
+//!   fragment, which for a live stream may be seconds away). The output is in presentation
+//!   order, as ffmpeg's is.
+//! - **Across fragments.** A fragment that starts on a key frame (every GetMedia fragment does)
+//!   gets a fresh decoder. openh264 cannot go on decoding a stream with B-frames after a flush
+//!   in the middle of a GOP, so a fragment that starts without a key frame (an ffmpeg file cut
+//!   into clusters mid-GOP) continues the previous decoder, which works for streams without
+//!   B-frames; for others the frames up to the next key frame are skipped and counted in
+//!   [`FrameDecoder::skipped_frames`], as are frames before the first key frame seen. Each
+//!   call's pictures are in presentation order; across such a cut, a B-frame stored after it
+//!   comes with the next call, after the later picture it refers to.
 //! - **What it cannot decode.** openh264 decodes 8-bit 4:2:0 (Baseline, Main, High). The SPS is
 //!   checked before any data reaches it, and other profiles (High 4:4:4 Predictive, High 10,
 //!   4:2:2, monochrome) are a [`DecodeError::UnsupportedProfile`] naming the profile. H.265 and
-//!   other codecs are [`DecodeError::UnsupportedCodec`].
+//!   other codecs are [`DecodeError::UnsupportedCodec`]. A frame openh264 rejects is a
+//!   [`DecodeError::Decoder`] for its fragment; the next fragment starts afresh at its key
+//!   frame.
 
 use openh264::OpenH264API;
 use openh264::decoder::{DecodeOptions, Decoder, DecoderConfig, Flush};
@@ -38,8 +53,9 @@ pub struct DecodedFrame {
     /// RGB8, row-major, `width * height * 3` bytes.
     pub rgb: Vec<u8>,
     pub track: u64,
-    /// Absolute time of the frame in epoch ms: the fragment's server timestamp plus the frame's
-    /// offset in it (the frame's MKV timestamp when the fragment has no server timestamp).
+    /// Absolute server time of the frame in epoch ms: the fragment's server timestamp plus the
+    /// frame's offset in it (the frame's MKV timestamp when the fragment has no server
+    /// timestamp).
     pub timestamp_ms: i64,
     /// The fragment's producer timestamp plus the frame's offset.
     pub producer_timestamp_ms: Option<i64>,
@@ -91,11 +107,14 @@ struct Pending {
 /// Decodes the first H.264 video track of consecutive fragments. See the module docs.
 pub struct FrameDecoder {
     selection: Selection,
+    /// The decoder of the current GOP; `None` until a key frame starts one.
     decoder: Option<Decoder>,
     /// The avcC record the decoder was set up with.
     config: Option<(Vec<u8>, AvcConfig)>,
     /// Pictures seen so far, for [`Selection::EveryNth`].
     pictures: u64,
+    /// Frames given up on: no key frame before them, or references lost.
+    skipped: u64,
     annex_b: Vec<u8>,
 }
 
@@ -104,6 +123,7 @@ impl std::fmt::Debug for FrameDecoder {
         f.debug_struct("FrameDecoder")
             .field("selection", &self.selection)
             .field("pictures", &self.pictures)
+            .field("skipped", &self.skipped)
             .finish_non_exhaustive()
     }
 }
@@ -115,25 +135,35 @@ impl FrameDecoder {
             decoder: None,
             config: None,
             pictures: 0,
+            skipped: 0,
             annex_b: Vec::new(),
         }
     }
 
-    /// Checks a track's avcC (when it changed) and starts a fresh decoder.
-    fn prepare(&mut self, codec_private: &[u8]) -> Result<(), DecodeError> {
+    /// Frames not decoded because the pictures they refer to were not available: frames before
+    /// the first key frame seen, and the rest of a GOP that continued into a fragment without a
+    /// key frame when the decoder could not go on after the previous fragment's end (see the
+    /// module docs). GetMedia fragments always start on a key frame, so this stays 0 for them.
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Checks a track's avcC when it is new; a changed record needs a fresh decoder.
+    fn check(&mut self, codec_private: &[u8]) -> Result<(), DecodeError> {
         let known = self
             .config
             .as_ref()
             .is_some_and(|(raw, _)| raw.as_slice() == codec_private);
         if !known {
+            self.config = None;
+            self.decoder = None;
             self.config = Some((codec_private.to_vec(), check_config(codec_private)?));
         }
-        self.decoder = Some(new_decoder()?);
         Ok(())
     }
 
     /// Decodes a fragment's frames of its first H.264 video track and returns the selected
-    /// pictures in presentation order. A fragment without such a track returns nothing.
+    /// pictures in presentation order. A fragment without a video track returns nothing.
     pub fn decode_fragment(
         &mut self,
         fragment: &Fragment,
@@ -151,33 +181,68 @@ impl FrameDecoder {
         let Some(private) = track.codec_private.as_ref() else {
             return Err(DecodeError::MissingCodecPrivate);
         };
-        self.prepare(private)?;
+        self.check(private)?;
+        let result = self.decode_frames(fragment, track.number);
+        if result.is_err() {
+            // Whatever the decoder holds now is suspect: start again at the next key frame.
+            self.decoder = None;
+        }
+        result
+    }
+
+    fn decode_frames(
+        &mut self,
+        fragment: &Fragment,
+        track: u64,
+    ) -> Result<Vec<DecodedFrame>, DecodeError> {
         let Some((_, config)) = &self.config else {
             return Ok(Vec::new());
         };
         let length_size = config.length_size;
         let parameter_sets = config.annex_b_parameter_sets();
-        let number = track.number;
-        let offset = fragment
-            .server_timestamp_ms
-            .zip(fragment.producer_timestamp_ms)
-            .map(|(server, producer)| server - producer);
+        let mut frames = fragment
+            .frames
+            .iter()
+            .filter(|f| f.track == track)
+            .peekable();
+        // A fragment that starts on a key frame starts a fresh decoder; one that does not
+        // carries on with the previous fragment's (flushed) decoder until its next key frame.
+        let mut continued = false;
+        match frames.peek() {
+            Some(first) if first.key => self.decoder = None,
+            Some(_) => continued = self.decoder.is_some(),
+            None => {}
+        }
 
         let mut pending: Vec<Pending> = Vec::new();
         let mut out = Vec::new();
-        for frame in fragment.frames.iter().filter(|f| f.track == number) {
+        for frame in frames {
             if self.selection == Selection::KeyFramesOnly && !frame.key {
                 continue;
             }
-            let mkv_ms = fragment.frame_timestamp_ms(frame);
-            let producer_ms = fragment.frame_producer_timestamp_ms(frame);
-            let timestamp_ms = match (fragment.server_timestamp_ms, producer_ms, offset) {
-                (Some(_), Some(p), Some(o)) => p + o,
-                _ => mkv_ms,
+            if frame.key && continued {
+                // The continued GOP ends here; a decoder flushed mid-stream is not trusted
+                // with the next one.
+                self.flush(&mut pending, &mut out, track, fragment)?;
+                self.decoder = None;
+                continued = false;
+            }
+            if self.decoder.is_none() {
+                if !frame.key {
+                    self.skipped += 1;
+                    continue;
+                }
+                self.decoder = Some(new_decoder()?);
+            }
+            let Some(decoder) = self.decoder.as_mut() else {
+                continue;
             };
+            let timestamp_ms = fragment
+                .frame_server_timestamp_ms(frame)
+                .unwrap_or_else(|| fragment.frame_timestamp_ms(frame));
             pending.push(Pending {
                 timestamp_ms,
-                producer_timestamp_ms: producer_ms,
+                producer_timestamp_ms: fragment.frame_producer_timestamp_ms(frame),
                 key: frame.key,
             });
             self.annex_b.clear();
@@ -185,22 +250,27 @@ impl FrameDecoder {
                 self.annex_b.extend_from_slice(&parameter_sets);
             }
             avcc_to_annex_b(&frame.data, length_size, &mut self.annex_b)?;
-            let decoder = self
-                .decoder
-                .as_mut()
-                .ok_or_else(|| DecodeError::Decoder("the decoder is not set up".to_owned()))?;
-            let picture = decoder
-                .decode_with_options(
-                    &self.annex_b,
-                    DecodeOptions::new().flush_after_decode(Flush::NoFlush),
-                )
-                .map_err(|e| DecodeError::Decoder(e.to_string()))?;
+            let picture = match decoder.decode_with_options(
+                &self.annex_b,
+                DecodeOptions::new().flush_after_decode(Flush::NoFlush),
+            ) {
+                Ok(picture) => picture,
+                Err(_) if continued => {
+                    // openh264 cannot go on after the flush that ended the previous fragment
+                    // when the stream reorders (B-frames): give up on this GOP.
+                    self.skipped += pending.len() as u64;
+                    pending.clear();
+                    self.decoder = None;
+                    continue;
+                }
+                Err(e) => return Err(DecodeError::Decoder(e.to_string())),
+            };
             if let Some(yuv) = picture {
                 let picture = take_pending(&mut pending);
                 if let Some(f) = convert(
                     &yuv,
                     picture,
-                    number,
+                    track,
                     fragment,
                     self.selection,
                     &mut self.pictures,
@@ -209,14 +279,51 @@ impl FrameDecoder {
                 }
             }
             if self.selection == Selection::KeyFramesOnly {
-                // Nothing follows a key frame here: take its picture now, and start the next key
-                // frame on a fresh decoder.
-                flush(self, &mut pending, &mut out, number, fragment)?;
-                self.decoder = Some(new_decoder()?);
+                // Nothing follows a key frame here: take its picture now.
+                self.flush(&mut pending, &mut out, track, fragment)?;
+                self.decoder = None;
             }
         }
-        flush(self, &mut pending, &mut out, number, fragment)?;
+        // Every picture of the fragment goes out with it.
+        self.flush(&mut pending, &mut out, track, fragment)?;
+        // Already so, except after a decoder carried on past a flush: it then returns B-frames
+        // as soon as they are decoded.
+        out.sort_by_key(|f| f.timestamp_ms);
         Ok(out)
+    }
+
+    /// Takes the pictures the decoder still holds. The decoder stays, for a next fragment that
+    /// does not start on a key frame.
+    fn flush(
+        &mut self,
+        pending: &mut Vec<Pending>,
+        out: &mut Vec<DecodedFrame>,
+        track: u64,
+        fragment: &Fragment,
+    ) -> Result<(), DecodeError> {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Ok(());
+        };
+        let remaining = decoder
+            .flush_remaining()
+            .map_err(|e| DecodeError::Decoder(e.to_string()))?;
+        for yuv in remaining {
+            let picture = take_pending(pending);
+            if let Some(f) = convert(
+                &yuv,
+                picture,
+                track,
+                fragment,
+                self.selection,
+                &mut self.pictures,
+            ) {
+                out.push(f);
+            }
+        }
+        // Frames the decoder dropped (corrupt data) have no picture.
+        self.skipped += pending.len() as u64;
+        pending.clear();
+        Ok(())
     }
 }
 
@@ -253,32 +360,6 @@ fn take_pending(pending: &mut Vec<Pending>) -> Option<Pending> {
     Some(pending.remove(i))
 }
 
-fn flush(
-    d: &mut FrameDecoder,
-    pending: &mut Vec<Pending>,
-    out: &mut Vec<DecodedFrame>,
-    track: u64,
-    fragment: &Fragment,
-) -> Result<(), DecodeError> {
-    let selection = d.selection;
-    let Some(decoder) = d.decoder.as_mut() else {
-        return Ok(());
-    };
-    let remaining = decoder
-        .flush_remaining()
-        .map_err(|e| DecodeError::Decoder(e.to_string()))?;
-    for yuv in remaining {
-        let picture = take_pending(pending);
-        if let Some(f) = convert(&yuv, picture, track, fragment, selection, &mut d.pictures) {
-            out.push(f);
-        }
-    }
-    // Frames the decoder dropped (corrupt data) have no picture.
-    pending.clear();
-    d.decoder = None;
-    Ok(())
-}
-
 fn convert(
     yuv: &openh264::decoder::DecodedYUV<'_>,
     picture: Option<Pending>,
@@ -312,6 +393,15 @@ fn convert(
 
 /// Encodes a picture as JPEG (`quality` 1-100).
 pub fn encode_jpeg(frame: &DecodedFrame, quality: u8) -> Result<Vec<u8>, DecodeError> {
+    let expected = u64::from(frame.width) * u64::from(frame.height) * 3;
+    if frame.rgb.len() as u64 != expected || expected == 0 {
+        return Err(DecodeError::Image(format!(
+            "{} bytes of RGB for a {}x{} picture; expected {expected}",
+            frame.rgb.len(),
+            frame.width,
+            frame.height
+        )));
+    }
     let mut out = Vec::new();
     let encoder =
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));

@@ -127,6 +127,14 @@ impl Fragment {
             .map(|start| start.saturating_add(offset))
     }
 
+    /// The server timestamp of a frame in epoch milliseconds: the fragment's server timestamp
+    /// (when the service started receiving it) plus the frame's offset in the Cluster.
+    pub fn frame_server_timestamp_ms(&self, frame: &Frame) -> Option<i64> {
+        let offset = units_to_ms(i128::from(frame.timecode), self.info.timecode_scale);
+        self.server_timestamp_ms
+            .map(|start| start.saturating_add(offset))
+    }
+
     /// The track a frame belongs to, if the document declared it.
     pub fn track(&self, number: u64) -> Option<&Track> {
         self.tracks.iter().find(|t| t.number == number)
@@ -595,8 +603,11 @@ mod tests {
         };
         assert_eq!(f.frame_timestamp_ms(&frame), 1_726_677_686_960);
         assert_eq!(f.frame_producer_timestamp_ms(&frame), None);
+        assert_eq!(f.frame_server_timestamp_ms(&frame), None);
         f.producer_timestamp_ms = Some(10_000);
+        f.server_timestamp_ms = Some(20_000);
         assert_eq!(f.frame_producer_timestamp_ms(&frame), Some(9_960));
+        assert_eq!(f.frame_server_timestamp_ms(&frame), Some(19_960));
         // 100 µs units: 15 units = 1.5 ms, rounded down.
         f.info.timecode_scale = 100_000;
         f.cluster_timecode = 0;

@@ -26,83 +26,88 @@ fn codec_private(mkv: &[u8]) -> Bytes {
     demux(mkv).0[0].codec_private.clone().expect("CodecPrivate")
 }
 
+/// What an H.264 SPS says, for comparing.
+#[derive(Debug, PartialEq)]
+struct Picture {
+    profile_idc: u8,
+    chroma_format_idc: u8,
+    bit_depth: u8,
+    frame_mbs_only: bool,
+    width: u32,
+    height: u32,
+}
+
+const fn picture(
+    profile_idc: u8,
+    chroma_format_idc: u8,
+    bit_depth: u8,
+    frame_mbs_only: bool,
+    width: u32,
+    height: u32,
+) -> Picture {
+    Picture {
+        profile_idc,
+        chroma_format_idc,
+        bit_depth,
+        frame_mbs_only,
+        width,
+        height,
+    }
+}
+
+impl From<&H264Sps> for Picture {
+    fn from(sps: &H264Sps) -> Picture {
+        assert_eq!(sps.bit_depth_luma, sps.bit_depth_chroma);
+        picture(
+            sps.profile_idc,
+            sps.chroma_format_idc,
+            sps.bit_depth_luma,
+            sps.frame_mbs_only,
+            sps.width,
+            sps.height,
+        )
+    }
+}
+
 /// avcC records ffmpeg 5.1 + libx264 wrote for testsrc, and what ffprobe says about them.
-/// (name, record, profile_idc, chroma_format_idc, bit depth, frame_mbs_only, width, height)
-const AVCC_RECORDS: [(&str, &str, u8, u8, u8, bool, u32, u32); 5] = [
+const AVCC_RECORDS: [(&str, &str, Picture); 5] = [
     (
         "Main 1366x768 (cropped from 1376x768)",
         "014d4020ffe1001a674d4020eca02b030f3780880000030008000003019078c18cb001000568ebe3cb20",
-        77,
-        1,
-        8,
-        true,
-        1366,
-        768,
+        picture(77, 1, 8, true, 1366, 768),
     ),
     (
         "High 1920x1080 interlaced (-flags +ildct+ilme; 1088 cropped)",
         "01640028ffe1001a67640028acd94078044fde0220000003002000000643e2c5b2c001000668fba3cb22c0fdf8f800",
-        100,
-        1,
-        8,
-        false,
-        1920,
-        1080,
+        picture(100, 1, 8, false, 1920, 1080),
     ),
     (
         "High 4:4:4 Predictive 320x240",
         "01f4000dffe1001967f4000d919b28283f6022000003000200000300641e28532c01000668ebe3c44844fff8f800",
-        244,
-        3,
-        8,
-        true,
-        320,
-        240,
+        picture(244, 3, 8, true, 320, 240),
     ),
     (
         "High 10 320x240",
         "016e000dffe10019676e000da6cd94141fb011000003000100000300320f14299601000668ebe3cb22c0fdfafa00",
-        110,
-        1,
-        10,
-        true,
-        320,
-        240,
+        picture(110, 1, 10, true, 320, 240),
     ),
     (
         "High 4:2:2 320x240",
         "017a000dffe10019677a000dbcd94141fb011000000300100000030320f142996001000668ebe3cb22c0fef8f800",
-        122,
-        2,
-        8,
-        true,
-        320,
-        240,
+        picture(122, 2, 8, true, 320, 240),
     ),
 ];
 
 #[test]
 fn h264_records_ffmpeg_wrote() {
-    for (name, record, profile, chroma, depth, progressive, w, h) in AVCC_RECORDS {
+    for (name, record, want) in AVCC_RECORDS {
         let record = hex(record);
         let config = AvcConfig::parse(&record).expect(name);
         assert_eq!(config.length_size, 4, "{name}");
         assert_eq!((config.sps.len(), config.pps.len()), (1, 1), "{name}");
-        assert_eq!(config.profile_idc, profile, "{name}");
+        assert_eq!(config.profile_idc, want.profile_idc, "{name}");
         let sps = H264Sps::parse(&config.sps[0]).expect(name);
-        assert_eq!(
-            (
-                sps.profile_idc,
-                sps.chroma_format_idc,
-                sps.bit_depth_luma,
-                sps.bit_depth_chroma,
-                sps.frame_mbs_only,
-                sps.width,
-                sps.height
-            ),
-            (profile, chroma, depth, depth, progressive, w, h),
-            "{name}"
-        );
+        assert_eq!(Picture::from(&sps), want, "{name}");
         assert!(name.starts_with(sps.profile_name()), "{name}");
         // Written back byte for byte, the High profiles' chroma/bit-depth extension included.
         assert_eq!(config.to_bytes().expect(name), record, "{name}");
@@ -269,7 +274,7 @@ struct BitWriter {
 impl BitWriter {
     fn u(&mut self, n: u32, v: u64) {
         for i in (0..n).rev() {
-            if self.bits % 8 == 0 {
+            if self.bits.is_multiple_of(8) {
                 self.bytes.push(0);
             }
             if v >> i & 1 == 1 {
@@ -669,107 +674,55 @@ fn h264_from_ffmpeg_at_odd_sizes_and_profiles() {
         args.extend_from_slice(extra);
         codec_private(&ffmpeg_clip(size, 1, &args))
     };
-    // (size, extra args, profile_idc, chroma, bit depth, frame_mbs_only, width, height)
-    let cases: [(&str, &[&str], u8, u8, u8, bool, u32, u32); 9] = [
+    let cases: [(&str, &[&str], Picture); 9] = [
         (
             "320x240",
             &["-pix_fmt", "yuv420p"],
-            100,
-            1,
-            8,
-            true,
-            320,
-            240,
+            picture(100, 1, 8, true, 320, 240),
         ),
         (
             "1366x768",
             &["-pix_fmt", "yuv420p"],
-            100,
-            1,
-            8,
-            true,
-            1366,
-            768,
+            picture(100, 1, 8, true, 1366, 768),
         ),
         (
             "1920x1080",
             &["-pix_fmt", "yuv420p"],
-            100,
-            1,
-            8,
-            true,
-            1920,
-            1080,
+            picture(100, 1, 8, true, 1920, 1080),
         ),
         (
             "178x142",
             &["-pix_fmt", "yuv420p"],
-            100,
-            1,
-            8,
-            true,
-            178,
-            142,
+            picture(100, 1, 8, true, 178, 142),
         ),
         (
             "640x360",
             &["-pix_fmt", "yuv420p", "-profile:v", "baseline"],
-            66,
-            1,
-            8,
-            true,
-            640,
-            360,
+            picture(66, 1, 8, true, 640, 360),
         ),
         (
             "1920x1080",
             &["-pix_fmt", "yuv420p", "-flags", "+ildct+ilme"],
-            100,
-            1,
-            8,
-            false,
-            1920,
-            1080,
+            picture(100, 1, 8, false, 1920, 1080),
         ),
         // testsrc is RGB: without -pix_fmt, libx264 picks 4:4:4.
-        ("320x240", &[], 244, 3, 8, true, 320, 240),
+        ("320x240", &[], picture(244, 3, 8, true, 320, 240)),
         (
             "320x240",
             &["-pix_fmt", "yuv420p10le"],
-            110,
-            1,
-            10,
-            true,
-            320,
-            240,
+            picture(110, 1, 10, true, 320, 240),
         ),
         (
             "352x288",
             &["-pix_fmt", "yuv422p"],
-            122,
-            2,
-            8,
-            true,
-            352,
-            288,
+            picture(122, 2, 8, true, 352, 288),
         ),
     ];
-    for (size, extra, profile, chroma, depth, progressive, w, h) in cases {
+    for (size, extra, want) in cases {
         let record = x264(size, extra);
         let config = AvcConfig::parse(&record).expect("avcC");
         let sps = H264Sps::parse(&config.sps[0]).expect("SPS");
-        assert_eq!(
-            (
-                sps.profile_idc,
-                sps.chroma_format_idc,
-                sps.bit_depth_luma,
-                sps.frame_mbs_only,
-                sps.width,
-                sps.height
-            ),
-            (profile, chroma, depth, progressive, w, h),
-            "{size} {extra:?}"
-        );
+        assert_eq!(Picture::from(&sps), want, "{size} {extra:?}");
         assert_eq!(
             config.to_bytes().expect("encode"),
             record.to_vec(),
