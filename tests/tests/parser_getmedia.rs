@@ -1,11 +1,20 @@
 //! The parser's FragmentReader on our own GetMedia and GetMediaForFragmentList output: read in one
-//! piece and one byte at a time, it gives the same fragments, carrying the frames uploaded.
+//! piece and one byte at a time, it gives the same fragments, carrying the frames, timestamps
+//! and producer tags uploaded.
+//!
+//! The upload is the committed sample with H.264 (B-frames) and AAC, rewritten the way the KVS
+//! producer sends it (unknown-size Segment and Clusters, the producer's tags before each
+//! Cluster) with RELATIVE timecodes from a known start, so every frame's producer timestamp is
+//! known.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_kinesisvideomedia::types::{StartSelector, StartSelectorType};
-use timeshard_parser::{Fragment, FragmentReader, Frame, MkvEvent, MkvReader};
+use timeshard_parser::mkv::write;
+use timeshard_parser::{
+    Fragment, FragmentReader, Frame, MkvEvent, MkvReader, SegmentInfo, SimpleTag, TagValue, Track,
+};
 use timeshard_tests::putmedia::{AckEventType, BodySource, PutMedia};
 use timeshard_tests::{
     TestServer, kinesis_video_archived_media_client, kinesis_video_media_client,
@@ -16,21 +25,79 @@ fn sample() -> Vec<u8> {
     std::fs::read(path).expect("sample")
 }
 
-/// The sample's frames in document order.
-fn uploaded_frames(mkv: &[u8]) -> Vec<Frame> {
+/// The producer's start: cluster timecodes count from here (RELATIVE).
+const PRODUCER_START_MS: i64 = 1_700_000_000_000;
+
+/// What was uploaded: the body and its clusters.
+struct Upload {
+    body: Vec<u8>,
+    clusters: Vec<Cluster>,
+}
+
+/// One uploaded cluster.
+struct Cluster {
+    tags: Vec<SimpleTag>,
+    /// Producer time of the Cluster's Timecode.
+    start_ms: i64,
+    /// The frames with their producer timestamps.
+    frames: Vec<(i64, Frame)>,
+}
+
+/// The sample rewritten KVS-producer style, with two producer tags before each Cluster.
+fn upload(mkv: &[u8]) -> Upload {
     let mut r = MkvReader::new();
     r.push(mkv);
-    let mut out = Vec::new();
+    let mut info = SegmentInfo::default();
+    let mut tracks: Vec<Track> = Vec::new();
+    let mut clusters: Vec<(u64, Vec<Frame>)> = Vec::new();
     loop {
         let ev = match r.next_event().expect("valid") {
             Some(e) => Some(e),
             None => r.finish().expect("valid"),
         };
         match ev {
-            Some(MkvEvent::Frame(f)) => out.push(f),
+            Some(MkvEvent::Info(i)) => info = i,
+            Some(MkvEvent::Tracks(t)) => tracks = t,
+            Some(MkvEvent::ClusterStart { timecode }) => clusters.push((timecode, Vec::new())),
+            Some(MkvEvent::Frame(f)) => clusters.last_mut().expect("a cluster").1.push(f),
             Some(_) => {}
-            None => return out,
+            None => break,
         }
+    }
+    assert_eq!(info.timecode_scale, 1_000_000, "ms timecodes");
+    let mut body = Vec::new();
+    write::ebml_header(&mut body);
+    write::segment_start_unknown(&mut body);
+    write::info(&mut body, &info);
+    write::tracks(&mut body, &tracks);
+    let mut uploaded = Vec::new();
+    for (n, (timecode, frames)) in clusters.into_iter().enumerate() {
+        let tags = vec![
+            SimpleTag::string("camera", format!("cluster {n}")),
+            SimpleTag {
+                name: "blob".to_owned(),
+                value: TagValue::Binary(vec![n as u8; 5].into()),
+            },
+        ];
+        write::tags(&mut body, &tags);
+        write::cluster_start_unknown(&mut body, timecode);
+        let mut timed = Vec::new();
+        for f in frames {
+            write::simple_block(&mut body, &f);
+            timed.push((
+                PRODUCER_START_MS + timecode as i64 + i64::from(f.timecode),
+                f,
+            ));
+        }
+        uploaded.push(Cluster {
+            tags,
+            start_ms: PRODUCER_START_MS + timecode as i64,
+            frames: timed,
+        });
+    }
+    Upload {
+        body,
+        clusters: uploaded,
     }
 }
 
@@ -62,17 +129,57 @@ fn parse_bytewise(body: &[u8]) -> Vec<Fragment> {
     out
 }
 
-/// Checks the fragments carry the uploaded frames (data, tracks, key flags) in order.
-fn check_frames(fragments: &[Fragment], want: &[Frame], what: &str) {
-    let got: Vec<&Frame> = fragments.iter().flat_map(|f| &f.frames).collect();
-    assert_eq!(got.len(), want.len(), "{what}: frame count");
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+/// Checks the fragments are the uploaded clusters: the same producer tags, and the same frames
+/// (track, key flag, data) at the same producer timestamps.
+fn check_uploaded(fragments: &[Fragment], upload: &Upload, what: &str) {
+    assert_eq!(fragments.len(), upload.clusters.len(), "{what}: fragments");
+    for (i, (f, c)) in fragments.iter().zip(&upload.clusters).enumerate() {
+        assert_eq!(f.producer_tags, c.tags, "{what}: fragment {i} tags");
+        assert!(f.server_timestamp_ms.is_some(), "{what}: fragment {i}");
+        // The Cluster's time (the video key frame's; an audio frame may come before it).
         assert_eq!(
-            (g.track, g.key, &g.data),
-            (w.track, w.key, &w.data),
-            "{what}: frame {i}"
+            f.producer_timestamp_ms,
+            Some(c.start_ms),
+            "{what}: fragment {i} start"
         );
+        assert_eq!(
+            f.frames.len(),
+            c.frames.len(),
+            "{what}: fragment {i} frames"
+        );
+        for (j, (g, (ts, w))) in f.frames.iter().zip(&c.frames).enumerate() {
+            assert_eq!(
+                (g.track, g.key, &g.data),
+                (w.track, w.key, &w.data),
+                "{what}: fragment {i} frame {j}"
+            );
+            assert_eq!(
+                f.frame_producer_timestamp_ms(g),
+                Some(*ts),
+                "{what}: fragment {i} frame {j} time"
+            );
+            assert_eq!(
+                f.frame_server_timestamp_ms(g),
+                f.server_timestamp_ms
+                    .zip(f.producer_timestamp_ms)
+                    .map(|(server, producer)| server + ts - producer),
+                "{what}: fragment {i} frame {j} server time"
+            );
+        }
     }
+}
+
+/// The fields both APIs give a fragment (they differ in the trailing tags).
+fn common_fields(f: &Fragment) -> impl PartialEq + std::fmt::Debug + '_ {
+    (
+        &f.fragment_number,
+        f.server_timestamp_ms,
+        f.producer_timestamp_ms,
+        &f.producer_tags,
+        &f.tracks,
+        f.cluster_timecode,
+        &f.frames,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,17 +192,17 @@ async fn fragments_read_the_same_whole_and_byte_by_byte() {
         .send()
         .await
         .expect("CreateStream");
-    let mkv = sample();
-    let want = uploaded_frames(&mkv);
+    let upload = upload(&sample());
     let result = PutMedia::new(server.addr(), "parsed")
-        .send(BodySource::chunks(mkv.clone(), 4096))
+        .relative_to(PRODUCER_START_MS)
+        .send(BodySource::chunks(upload.body.clone(), 4096))
         .await;
     let numbers: Vec<String> = result
         .acks_of(AckEventType::Persisted)
         .iter()
         .map(|a| a.fragment_number.clone().expect("a fragment number"))
         .collect();
-    assert!(numbers.len() >= 3, "{:?}", result.acks);
+    assert_eq!(numbers.len(), upload.clusters.len(), "{:?}", result.acks);
 
     // GetMediaForFragmentList: a finite body.
     let archived = kinesis_video_archived_media_client(&server.endpoint_url());
@@ -107,11 +214,10 @@ async fn fragments_read_the_same_whole_and_byte_by_byte() {
         .await
         .expect("GetMediaForFragmentList");
     let body = out.payload.collect().await.expect("body").into_bytes();
-    let whole = parse_whole(&body);
-    assert_eq!(whole.len(), numbers.len());
-    assert_eq!(parse_bytewise(&body), whole);
-    check_frames(&whole, &want, "GetMediaForFragmentList");
-    for (f, n) in whole.iter().zip(&numbers) {
+    let listed = parse_whole(&body);
+    assert_eq!(parse_bytewise(&body), listed);
+    check_uploaded(&listed, &upload, "GetMediaForFragmentList");
+    for (f, n) in listed.iter().zip(&numbers) {
         assert_eq!(f.fragment_number.as_ref(), Some(n));
     }
 
@@ -154,13 +260,18 @@ async fn fragments_read_the_same_whole_and_byte_by_byte() {
     drop(out);
     let whole = parse_whole(&body);
     assert_eq!(parse_bytewise(&body), whole);
-    assert_eq!(whole.len(), numbers.len());
-    check_frames(&whole, &want, "GetMedia");
+    check_uploaded(&whole, &upload, "GetMedia");
     for (i, (f, n)) in whole.iter().zip(&numbers).enumerate() {
         assert_eq!(f.fragment_number.as_ref(), Some(n), "fragment {i}");
-        assert!(f.server_timestamp_ms.is_some() && f.producer_timestamp_ms.is_some());
         assert_eq!(f.continuation_token.as_ref(), Some(n));
         assert!(f.millis_behind_now.is_some());
+        assert_eq!(common_fields(f), common_fields(&listed[i]), "fragment {i}");
     }
+    // Server timestamps increase with the fragments.
+    assert!(
+        whole
+            .windows(2)
+            .all(|w| w[0].server_timestamp_ms <= w[1].server_timestamp_ms)
+    );
     server.shutdown().await;
 }
