@@ -43,3 +43,63 @@ async fn a_cut_input_is_an_error() {
     }
     assert!(last.expect("something").is_err(), "a truncated document");
 }
+
+/// An `AsyncRead` that hands out `max` bytes per read and then fails with a reset.
+struct Failing {
+    data: Vec<u8>,
+    at: usize,
+    max: usize,
+    fail_at: usize,
+}
+
+impl tokio::io::AsyncRead for Failing {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at >= self.fail_at {
+            return std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset",
+            )));
+        }
+        let n = buf
+            .remaining()
+            .min(self.max)
+            .min(self.fail_at - self.at)
+            .min(self.data.len() - self.at);
+        let at = self.at;
+        buf.put_slice(&self.data[at..at + n]);
+        self.at += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_read_ends_with_an_error_after_the_fragments_read() {
+    let input = aws_fixture(AWS_MIXED_TAGS);
+    let all: Vec<_> = read_fragments(&input[..])
+        .collect::<Result<_, _>>()
+        .expect("valid");
+    assert!(all.len() >= 2);
+    let mut reader = AsyncFragments::new(Failing {
+        fail_at: input.len() * 3 / 4,
+        data: input,
+        at: 0,
+        max: 1000,
+    });
+    let mut got = Vec::new();
+    let error = loop {
+        match reader.next().await {
+            Some(Ok(f)) => got.push(f),
+            Some(Err(e)) => break e,
+            None => panic!("the input ended without the error"),
+        }
+    };
+    assert_eq!(error.kind, timeshard_parser::MkvErrorKind::Truncated);
+    assert!(error.message.contains("connection reset"), "{error}");
+    assert!(!got.is_empty() && got.len() < all.len());
+    assert_eq!(got, all[..got.len()]);
+    assert!(reader.next().await.is_none(), "nothing after the error");
+}
