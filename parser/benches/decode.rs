@@ -1,9 +1,10 @@
 //! H.264 decode throughput of `FrameDecoder` (feature `decode`), on clips ffmpeg makes at bench
 //! time: `cargo bench -p timeshard-parser --features decode --bench decode`.
 //!
-//! Each clip (testsrc2, libx264 yuv420p, 25 fps, a key frame every second, B-frames on) is
-//! rewritten as one cluster per key frame, read into fragments, and decoded three times with
-//! each selection; the best round is reported, frames out per second of wall time on one thread.
+//! Each clip (testsrc2, libx264 yuv420p, 25 fps, a key frame every second, B-frames on, or off
+//! as most cameras send) is rewritten as one cluster per key frame, read into fragments, and
+//! decoded three times with each selection; the best round is reported, frames out per second
+//! of wall time on one thread, RGB conversion included.
 
 use std::process::Command;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use timeshard_parser::decode::{FrameDecoder, Selection};
 use timeshard_parser::mkv::write;
 use timeshard_parser::{FragmentReader, MkvEvent, MkvReader, SegmentInfo};
 
-fn clip(size: &str, seconds: u32) -> Option<Vec<u8>> {
+fn clip(size: &str, seconds: u32, extra: &[&str]) -> Option<Vec<u8>> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={size}:rate=25"))
@@ -24,7 +25,9 @@ fn clip(size: &str, seconds: u32) -> Option<Vec<u8>> {
             "-c:v",
             "libx264",
         ])
-        .args(["-g", "25", "-f", "matroska", "-"])
+        .args(["-g", "25"])
+        .args(extra)
+        .args(["-f", "matroska", "-"])
         .output()
         .ok()?;
     out.status.success().then_some(out.stdout)
@@ -75,8 +78,12 @@ fn fragments(mkv: &[u8]) -> Vec<timeshard_parser::Fragment> {
 }
 
 fn main() {
-    for size in ["320x240", "1280x720"] {
-        let Some(mkv) = clip(size, 4) else {
+    for (size, b_frames, extra) in [
+        ("320x240", "B-frames", &[][..]),
+        ("1280x720", "B-frames", &[][..]),
+        ("1280x720", "no B", &["-bf", "0"][..]),
+    ] {
+        let Some(mkv) = clip(size, 4, extra) else {
             println!("skipped: ffmpeg with libx264 is needed");
             return;
         };
@@ -98,7 +105,7 @@ fn main() {
                 best = best.min(started.elapsed().as_secs_f64());
             }
             println!(
-                "{size:>9} {name:<16} {:>8.1} frames/s out ({count} frames in {:.1} ms; 100 input frames)",
+                "{size:>9} {b_frames:<9} {name:<16} {:>8.1} frames/s out ({count} frames in {:.1} ms; 100 input frames)",
                 count as f64 / best,
                 best * 1000.0
             );

@@ -19,11 +19,14 @@
 //!   of a fragment is returned by the call that got the fragment (no picture waits for the next
 //!   fragment, which for a live stream may be seconds away). The output is in presentation
 //!   order, as ffmpeg's is.
-//! - **Across fragments.** A fragment that starts on a key frame (every GetMedia fragment does)
-//!   gets a fresh decoder. openh264 cannot go on decoding a stream with B-frames after a flush
-//!   in the middle of a GOP, so a fragment that starts without a key frame (an ffmpeg file cut
-//!   into clusters mid-GOP) continues the previous decoder, which works for streams without
-//!   B-frames; for others the frames up to the next key frame are skipped and counted in
+//! - **Across fragments.** After a flush that returned pictures (a stream with B-frames),
+//!   openh264 fails on the P- and B-frames that follow, even after a new key frame; key frames
+//!   alone still decode. So a fragment that
+//!   starts on a key frame (every GetMedia fragment does) gets a fresh decoder, unless the last
+//!   flush returned nothing (no B-frames: openh264 then did not flush at all); with key frames
+//!   only, one decoder serves them all. A fragment that starts without a key frame (an ffmpeg
+//!   file cut into clusters mid-GOP) continues the previous decoder, which works for streams
+//!   without B-frames; for others the frames up to the next key frame are skipped and counted in
 //!   [`FrameDecoder::skipped_frames`], as are frames before the first key frame seen. Each
 //!   call's pictures are in presentation order; across such a cut, a B-frame stored after it
 //!   comes with the next call, after the later picture it refers to.
@@ -115,6 +118,8 @@ pub struct FrameDecoder {
     pictures: u64,
     /// Frames given up on: no key frame before them, or references lost.
     skipped: u64,
+    /// The last flush found no pictures held back, so openh264 did not flush at all.
+    reusable: bool,
     annex_b: Vec<u8>,
 }
 
@@ -136,6 +141,7 @@ impl FrameDecoder {
             config: None,
             pictures: 0,
             skipped: 0,
+            reusable: false,
             annex_b: Vec::new(),
         }
     }
@@ -207,11 +213,16 @@ impl FrameDecoder {
             .peekable();
         // A fragment that starts on a key frame starts a fresh decoder; one that does not
         // carries on with the previous fragment's (flushed) decoder until its next key frame.
+        // With key frames only, each is flushed at once and one decoder serves them all.
         let mut continued = false;
-        match frames.peek() {
-            Some(first) if first.key => self.decoder = None,
-            Some(_) => continued = self.decoder.is_some(),
-            None => {}
+        if self.selection != Selection::KeyFramesOnly {
+            match frames.peek() {
+                // A decoder whose flush had nothing to return (no B-frames) is as good as new,
+                // and a new one costs its first picture's buffers (milliseconds at 720p).
+                Some(first) if first.key && !self.reusable => self.decoder = None,
+                Some(_) => continued = self.decoder.is_some(),
+                None => {}
+            }
         }
 
         let mut pending: Vec<Pending> = Vec::new();
@@ -233,6 +244,7 @@ impl FrameDecoder {
                     continue;
                 }
                 self.decoder = Some(new_decoder()?);
+                self.reusable = false;
             }
             let Some(decoder) = self.decoder.as_mut() else {
                 continue;
@@ -281,7 +293,6 @@ impl FrameDecoder {
             if self.selection == Selection::KeyFramesOnly {
                 // Nothing follows a key frame here: take its picture now.
                 self.flush(&mut pending, &mut out, track, fragment)?;
-                self.decoder = None;
             }
         }
         // Every picture of the fragment goes out with it.
@@ -307,6 +318,7 @@ impl FrameDecoder {
         let remaining = decoder
             .flush_remaining()
             .map_err(|e| DecodeError::Decoder(e.to_string()))?;
+        self.reusable = remaining.is_empty();
         for yuv in remaining {
             let picture = take_pending(pending);
             if let Some(f) = convert(
