@@ -1125,20 +1125,24 @@ fn allowed_in(id: u32, parents: &[OpenMaster]) -> bool {
     if path.iter().any(|p| matches!(p, PathPart::Global(_))) {
         return true;
     }
-    let mut chain: Vec<u32> = Vec::with_capacity(parents.len());
-    for m in parents {
-        if !(m.id == ids::SIMPLE_TAG && chain.last() == Some(&ids::SIMPLE_TAG)) {
-            chain.push(m.id);
-        }
+    // The parents with nested SimpleTags counted as one, without allocating: this runs for
+    // every element, every SimpleBlock included.
+    let chain = parents
+        .iter()
+        .enumerate()
+        .filter(|&(i, m)| {
+            !(m.id == ids::SIMPLE_TAG && i > 0 && parents[i - 1].id == ids::SIMPLE_TAG)
+        })
+        .map(|(_, m)| m.id);
+    let mut len = chain.clone().count();
+    if id == ids::SIMPLE_TAG && parents.last().is_some_and(|m| m.id == ids::SIMPLE_TAG) {
+        len -= 1;
     }
-    if id == ids::SIMPLE_TAG && chain.last() == Some(&ids::SIMPLE_TAG) {
-        chain.pop();
-    }
-    path.len() == chain.len()
+    path.len() == len
         && path
             .iter()
-            .zip(&chain)
-            .all(|(p, &m)| *p == PathPart::Id(u64::from(m)))
+            .zip(chain)
+            .all(|(p, m)| *p == PathPart::Id(u64::from(m)))
 }
 
 /// A child of Segment.
