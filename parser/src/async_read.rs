@@ -29,7 +29,8 @@ impl<R: AsyncRead + Unpin> AsyncFragments<R> {
     }
 
     /// The next fragment, `None` at the end of the input. A failed read is a
-    /// [`MkvErrorKind::Truncated`] error, after which the reader is done.
+    /// [`MkvErrorKind::Truncated`](crate::MkvErrorKind::Truncated) error, after which the reader
+    /// is done.
     pub async fn next(&mut self) -> Option<Result<Fragment, MkvError>> {
         if self.done {
             return None;

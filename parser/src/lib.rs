@@ -9,20 +9,25 @@
 //! - [`fragment`]: the consumer's view of GetMedia / GetMediaForFragmentList bodies: a
 //!   [`FragmentReader`] that yields one [`Fragment`] per MKV document, with the
 //!   `AWS_KINESISVIDEO_*` tags decoded (fragment number, server and producer timestamps,
-//!   millis behind now, continuation token, errors), the producer's own tags, tracks and frames;
-//!   and [`read_fragments`] over any `std::io::Read`.
-//!
-//! - [`h26x`]: H.264/H.265 helpers: AVCC <-> Annex B, the avcC/hvcC records, SPS dimensions,
-//!   profile, chroma format and bit depth.
-//! - [`decode`] (feature `decode`): H.264 frames of fragments decoded to RGB with absolute
-//!   timestamps (every frame, every Nth, or key frames only), and JPEG encoding.
-//! - [`async_read`] (feature `tokio`): fragments from a tokio `AsyncRead`.
+//!   millis behind now, continuation token, errors), the producer's own tags, tracks and frames
+//!   (with each frame's absolute server and producer time); and [`read_fragments`] over any
+//!   `std::io::Read`. Fed one byte at a time or in one piece, it gives the same fragments.
+//! - [`h26x`]: H.264/H.265 helpers: AVCC <-> Annex B, the avcC/hvcC records (parsed and
+//!   written), the parameter sets a decoder needs before a key frame, and what an SPS says:
+//!   size after cropping, profile, chroma format, bit depth, interlacing.
+//! - [`decode`] (feature `decode`: openh264 built from its bundled source, and `image` for JPEG):
+//!   [`decode::FrameDecoder`] turns the H.264 frames of consecutive fragments into RGB pictures
+//!   with absolute timestamps (every frame, every Nth, or key frames only), refusing by name the
+//!   profiles openh264 cannot decode; [`decode::encode_jpeg`].
+//! - [`async_read`] (feature `tokio`): [`async_read::AsyncFragments`], fragments from a tokio
+//!   `AsyncRead`.
 //!
 //! Still to come: fMP4/MP4 packaging (GetClip, HLS, DASH).
 //!
-//! Rules (DESIGN.md): no tokio, no HTTP, no I/O in the parsers themselves; `read_fragments` and
-//! the `tokio` feature's reader are thin loops feeding the sans-I/O reader. The default build has
-//! no tokio at all.
+//! Rules (DESIGN.md): no tokio, no HTTP, no I/O in the parsers themselves. The default build
+//! has no tokio at all; the opt-in `tokio` feature depends on tokio's `io-util` only (no
+//! runtime) and does no more than read bytes into the sans-I/O [`FragmentReader`], as
+//! [`read_fragments`] does for `std::io::Read` (both share one reading step).
 
 #[cfg(feature = "tokio")]
 pub mod async_read;
