@@ -38,6 +38,7 @@ pub mod h26x;
 pub mod mkv;
 
 pub use fragment::{Fragment, FragmentReader, read_fragments};
+pub use h26x::{AvcConfig, H26xError, H264Sps, H265Sps, HevcConfig};
 pub use mkv::{
     AudioSettings, EbmlHeader, Frame, MkvError, MkvErrorKind, MkvEvent, MkvReader, ReaderLimits,
     SegmentInfo, SimpleTag, TagValue, Track, VideoSettings,
